@@ -41,13 +41,13 @@ import signal
 import subprocess
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from daemon.errors import InvalidStateError, KclDaemonError
 from daemon.exits import ExitInfo, classify_exit, describe_start_failure, read_oom_kill_count
+from daemon.lines import LineSplitter, OversizedLine, StdoutLine
 
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_QUEUED_LINES = 10_000
@@ -94,80 +94,6 @@ class ChildExited(KclDaemonError):
 
 class ChildTimeout(KclDaemonError, asyncio.TimeoutError):
     """The child did not produce a line (or accept input) in time; it is still running."""
-
-
-@dataclass(frozen=True)
-class OversizedLine:
-    """Stands for a stdout line longer than ``max_line_bytes``; its body was discarded."""
-
-    length: int
-    head: bytes
-
-
-StdoutLine = bytes | OversizedLine
-
-
-class _LineSplitter:
-    """Splits a byte stream on b"\\n"; drops blank lines; caps line size.
-
-    A line longer than ``max_bytes`` is kept only up to ``head_bytes`` while the
-    rest streams past, and comes out as :class:`OversizedLine`.
-    """
-
-    def __init__(self, max_bytes: int, head_bytes: int) -> None:
-        self._max = max_bytes
-        self._head = min(head_bytes, max_bytes)
-        self._buf = bytearray()
-        self._length = 0
-        self._oversized = False
-
-    def feed(self, data: bytes) -> list[StdoutLine]:
-        out: list[StdoutLine] = []
-        parts = data.split(b"\n")
-        tail = parts.pop()
-        for part in parts:
-            if self._length == 0 and len(part) <= self._max:
-                # The common case: a whole line inside one chunk, no copy.
-                if part and not part.isspace():
-                    out.append(part)
-                continue
-            self._add(part)
-            item = self._take()
-            if item is not None:
-                out.append(item)
-        if tail:
-            self._add(tail)
-        return out
-
-    def finish(self) -> list[StdoutLine]:
-        """The unterminated last line at end of stream, if any."""
-        item = self._take() if self._length else None
-        return [] if item is None else [item]
-
-    def _add(self, part: bytes) -> None:
-        self._length += len(part)
-        if self._oversized:
-            return
-        if self._length <= self._max:
-            self._buf += part
-            return
-        self._oversized = True
-        if len(self._buf) >= self._head:
-            del self._buf[self._head :]
-        else:
-            self._buf += part[: self._head - len(self._buf)]
-
-    def _take(self) -> StdoutLine | None:
-        item: StdoutLine | None
-        if self._oversized:
-            item = OversizedLine(self._length, bytes(self._buf))
-        else:
-            line = bytes(self._buf)
-            item = line if line and not line.isspace() else None
-        self._buf = bytearray()
-        self._length = 0
-        self._oversized = False
-        return item
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
@@ -232,8 +158,8 @@ class ChildProcess:
         self._stderr_level = stderr_level
         self._max_queued_lines = max_queued_lines
         self._max_queued_bytes = max_queued_bytes
-        self._stdout = _LineSplitter(max_line_bytes, OVERSIZED_HEAD_BYTES)
-        self._stderr = _LineSplitter(STDERR_MAX_LINE_BYTES, STDERR_MAX_LINE_BYTES)
+        self._stdout = LineSplitter(max_line_bytes, OVERSIZED_HEAD_BYTES)
+        self._stderr = LineSplitter(STDERR_MAX_LINE_BYTES, STDERR_MAX_LINE_BYTES)
         self._transport: asyncio.SubprocessTransport | None = None
         self._pid = 0
         self.started_at = time.monotonic()

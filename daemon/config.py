@@ -44,7 +44,11 @@ from daemon.settings import (
     Config,
     Setting,
 )
-from daemon.settings_doc import render_sample_properties, render_settings_markdown
+from daemon.settings_doc import (
+    readme_with_settings,
+    render_sample_properties,
+    render_settings_markdown,
+)
 
 __all__ = [
     "Config",
@@ -360,7 +364,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     group.add_argument("--markdown", action="store_true", help="print the settings table")
     group.add_argument("--sample", action="store_true", help="print a sample properties file")
     group.add_argument("--check", metavar="FILE", help="validate a properties file")
+    group.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="regenerate README.md's settings table and deploy/app.properties.example",
+    )
     args = parser.parse_args(argv)
+    if args.write_docs:
+        root = Path(__file__).resolve().parent.parent
+        readme = root / "README.md"
+        readme.write_text(
+            readme_with_settings(readme.read_text(encoding="utf-8")), encoding="utf-8"
+        )
+        (root / "deploy" / "app.properties.example").write_text(
+            render_sample_properties(), encoding="utf-8"
+        )
+        return 0
     if args.markdown:
         sys.stdout.write(render_settings_markdown())
         return 0

@@ -106,3 +106,14 @@ def _one_of(choices: tuple[str, ...]) -> str:
 
 def _comment(text: str) -> list[str]:
     return ["# " + line for line in textwrap.wrap(text, _WIDTH - 2, break_on_hyphens=False)]
+
+
+README_START = "<!-- settings-table -->"
+README_END = "<!-- /settings-table -->"
+
+
+def readme_with_settings(readme: str) -> str:
+    """The README text with its settings section replaced by the generated table."""
+    start = readme.index(README_START) + len(README_START)
+    end = readme.index(README_END)
+    return readme[:start] + "\n" + render_settings_markdown().rstrip("\n") + "\n" + readme[end:]

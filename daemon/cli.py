@@ -92,7 +92,12 @@ async def _run(config: Config, child_argv: list[str]) -> int:
 
     log = logs.get_logger(worker_id=config.worker_id)
     executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="aws")
-    kinesis = make_client("kinesis", config.region_name, config.kinesis_endpoint)
+    kinesis = make_client(
+        "kinesis",
+        config.region_name,
+        config.kinesis_endpoint,
+        fast_get_records=config.fast_get_records,
+    )
     dynamodb = make_client("dynamodb", config.region_name, config.dynamodb_endpoint)
     scheduler = Scheduler(config, child_argv, kinesis=kinesis, dynamodb=dynamodb, executor=executor)
     stop = asyncio.Event()

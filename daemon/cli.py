@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Consume a Kinesis stream with one child processor process per shard "
         "(a Python MultiLangDaemon).",
+        epilog="Also: kcl-daemon status --properties FILE [--json] [--lag] shows the lease table.",
     )
     parser.add_argument("properties_positional", nargs="?", metavar="FILE", help="properties file")
     parser.add_argument(
@@ -57,6 +58,11 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["status"]:
+        from daemon import status
+
+        return status.main(argv[1:])
     args = build_parser().parse_args(argv)
     path = args.properties or args.properties_positional
     if not path:
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _run(config: Config, child_argv: list[str]) -> int:
     # Imported here so that --help and config errors stay fast.
+    from daemon.operations import Operations
     from daemon.scheduler import Scheduler
 
     log = logs.get_logger(worker_id=config.worker_id)
@@ -100,6 +107,8 @@ async def _run(config: Config, child_argv: list[str]) -> int:
     )
     dynamodb = make_client("dynamodb", config.region_name, config.dynamodb_endpoint)
     scheduler = Scheduler(config, child_argv, kinesis=kinesis, dynamodb=dynamodb, executor=executor)
+    operations = Operations(config, scheduler, executor)
+    operations.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals_seen = 0
@@ -109,6 +118,7 @@ async def _run(config: Config, child_argv: list[str]) -> int:
         signals_seen += 1
         if signals_seen == 1:
             log.info("stop requested", signal=signal.Signals(signum).name)
+            operations.stopping()
             stop.set()
             return
         log.warning("second signal: killing every child and exiting now")
@@ -121,6 +131,7 @@ async def _run(config: Config, child_argv: list[str]) -> int:
     try:
         await scheduler.run(stop)
     finally:
+        await operations.stop()
         executor.shutdown(wait=False, cancel_futures=True)
     log.info("stopped")
     return 0

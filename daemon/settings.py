@@ -452,6 +452,11 @@ class Config:
         Choice(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                aliases={"WARN": "WARNING", "FATAL": "CRITICAL"}),
         "INFO", _CHILD, "Log level of the lines a child writes to stderr")
+    child_max_rss_megabytes: float = _setting(
+        "childMaxRssMegabytes", Number(0), 0.0, _CHILD,
+        "A child (with its descendants) whose resident memory exceeds this is restarted "
+        "like a crashed one; 0: no limit",
+        default_doc="0 (no limit)")
 
     metrics_level: str = _setting(
         "metricsLevel", Choice(("NONE", "SUMMARY", "DETAILED")), "DETAILED", _METRICS,
@@ -466,6 +471,19 @@ class Config:
         "metricsEnabledDimensions",
         NameList(("ALL", "Operation", "ShardId", "WorkerIdentifier")), ("ALL",), _METRICS,
         "Metric dimensions to publish")
+    metrics_prometheus_address: str = _setting(
+        "metricsPrometheusAddress",
+        Text(
+            r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]*)):(?P<port>6553[0-5]|655[0-2][0-9]"
+            r"|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})",
+            "host:port such as 127.0.0.1:9464",
+        ),
+        "", _METRICS,
+        "Serve Prometheus metrics at http://host:port/metrics (127.0.0.1: this host only)",
+        default_doc="off", example="127.0.0.1:9464")
+    health_log_interval_seconds: float = _setting(
+        "healthLogIntervalSeconds", Number(0), 60.0, _METRICS,
+        "Time between health log lines (leases held, records/s, largest lag, child restarts); 0: none")
     # fmt: on
 
     # Not a setting: the properties file read (relative executables resolve from its folder).

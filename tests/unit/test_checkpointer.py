@@ -5,8 +5,11 @@ from daemon.errors import CheckpointRangeError
 from daemon.sequence import SHARD_END_POSITION, TRIM_HORIZON
 from daemon.sequence import ExtendedSequenceNumber as E
 
+BEFORE_EVERYTHING = E(TRIM_HORIZON)
+LAST_DELIVERED = E("100")
 
-def resolve(seq, sub=None, current=E(TRIM_HORIZON), largest=E("100"), ending=False):
+
+def resolve(seq, sub=None, current=BEFORE_EVERYTHING, largest=LAST_DELIVERED, ending=False):
     return resolve_checkpoint(
         seq, sub, current=current, largest_delivered=largest, shard_ending=ending
     )

@@ -178,6 +178,7 @@ def config_from_properties(
     _resolve_stream(values, key_where, source, warnings)
     _resolve_position(values, written, key_where, warnings)
     _check_backoff(values, written, key_where)
+    _check_dead_letter(values, key_where)
     if not values["table_name"]:
         app = values["application_name"]
         try:
@@ -339,6 +340,18 @@ def _resolve_position(
             "TRIM_HORIZON or LATEST, or set initialPositionInStreamExtended to the start "
             "time in epoch seconds",
         )
+
+
+def _check_dead_letter(values: dict[str, Any], key_where: _KeyWhere) -> None:
+    if values["poison_record_policy"] != "DEAD_LETTER":
+        return
+    if values["dead_letter_table_name"] or values["dead_letter_stream_name"]:
+        return
+    key, where = key_where("poison_record_policy")
+    raise ConfigError(
+        f"{key} = DEAD_LETTER in {where} needs a destination: "
+        "set deadLetterTableName or deadLetterStreamName"
+    )
 
 
 def _check_backoff(

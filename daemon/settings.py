@@ -434,6 +434,19 @@ class Config:
     shutdown_grace_millis: int = _setting(
         "shutdownGraceMillis", Integer(0), 5000, _PROCESS,
         "On shutdown, time children get for their final checkpoint before SIGTERM")
+    poison_record_policy: str = _setting(
+        "poisonRecordPolicy", Choice(("RETRY", "DEAD_LETTER")), "RETRY", _PROCESS,
+        "RETRY: a failing batch is retried with back-off forever; DEAD_LETTER: after "
+        "poisonRecordMaxAttempts failures, bisect it and dead-letter the failing records")
+    poison_record_max_attempts: int = _setting(
+        "poisonRecordMaxAttempts", Integer(1), 3, _PROCESS,
+        "Failures of one batch (and of one record alone) before it counts as poison")
+    dead_letter_table_name: str = _setting(
+        "deadLetterTableName", Text(r"[A-Za-z0-9_.-]{3,255}", "a DynamoDB table name"), "",
+        _PROCESS, "DynamoDB table for poison records (created if missing)", default_doc="none")
+    dead_letter_stream_name: str = _setting(
+        "deadLetterStreamName", Text(r"[A-Za-z0-9_.-]{1,128}", "a Kinesis stream name"), "",
+        _PROCESS, "Kinesis stream for poison records (must exist)", default_doc="none")
 
     child_restart_backoff_millis: int = _setting(
         "childRestartBackoffMillis", _MILLIS, 500, _CHILD,

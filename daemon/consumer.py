@@ -132,10 +132,13 @@ class ShardConsumer:
         self._log = get_logger(shard_id=shard_id)
         self._lease_lost = asyncio.Event()
         self._stop = asyncio.Event()
+        self._parents_changed = asyncio.Event()
+        self._shard_closed = asyncio.Event()
         self._reason: ShutdownReason | None = None
         self._child: ChildProcess | None = None
         self._fetcher: Fetcher | None = None
         self._largest_delivered: ExtendedSequenceNumber | None = None
+        self._start = settings.initial_position
         self._current_action: str | None = None
 
     # -- signals from the scheduler -------------------------------------------
@@ -145,8 +148,23 @@ class ShardConsumer:
         self._lease_lost.set()
 
     def request_shutdown(self) -> None:
+        """Graceful stop (daemon shutdown or a balancing hand-off): shutdownRequested,
+        the child's checkpoint, then the lease is released."""
         self._rank(ShutdownReason.REQUESTED)
         self._stop.set()
+
+    def recheck_parents(self) -> None:
+        """A parent may have finished: check now instead of at the next poll."""
+        self._parents_changed.set()
+
+    def shard_closed(self) -> None:
+        """Shard sync found this shard closed after its fetcher started.
+
+        On backends whose iterator never runs out for a closed shard (moto)
+        the fetcher only sees the end when it knows the ending sequence
+        number, so it is rebuilt (from the last record delivered) with it.
+        """
+        self._shard_closed.set()
 
     def _rank(self, reason: ShutdownReason) -> None:
         if self._reason is None or reason > self._reason:
@@ -167,6 +185,10 @@ class ShardConsumer:
     @property
     def child_pid(self) -> int | None:
         return self._child.pid if self._child else None
+
+    @property
+    def parent_shard_ids(self) -> frozenset[str]:
+        return self._parents
 
     # -- the lifecycle ------------------------------------------------------------
 
@@ -208,9 +230,17 @@ class ShardConsumer:
                 self._to(ConsumerState.INITIALIZING)
                 return True
             self._log.info("waiting on parent shards", parents=pending)
-            if await self._interrupted(self._settings.parent_poll_interval_s):
+            self._parents_changed.clear()
+            if await self._interrupted(
+                self._settings.parent_poll_interval_s, also=self._parents_changed
+            ):
+                if self._parents_changed.is_set() and not self._stopping():
+                    continue
                 await self._end_without_child()
                 return False
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or self._lease_lost.is_set()
 
     async def _end_without_child(self) -> None:
         """Stop while no child runs: release the lease unless it is already gone."""
@@ -220,9 +250,10 @@ class ShardConsumer:
             await self._leases.release(self.shard_id)
         self._to_done()
 
-    async def _interrupted(self, seconds: float) -> bool:
-        """Sleep, but wake at once (returning True) on shutdown or lease loss."""
-        waiters = [asyncio.ensure_future(e.wait()) for e in (self._stop, self._lease_lost)]
+    async def _interrupted(self, seconds: float, also: asyncio.Event | None = None) -> bool:
+        """Sleep, but wake at once (returning True) on shutdown or lease loss (or ``also``)."""
+        events = [self._stop, self._lease_lost] + ([also] if also is not None else [])
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
         try:
             done, _ = await asyncio.wait(waiters, timeout=seconds, return_when="FIRST_COMPLETED")
         finally:
@@ -281,7 +312,15 @@ class ShardConsumer:
             await self._leases.forget(self.shard_id)
             self._to_done()
             return
-        self._largest_delivered = None
+        if self._stop.is_set():  # handed off or shut down before a child was needed
+            await self._end_without_child()
+            return
+        # The checkpoint itself counts as delivered: a child restarted after
+        # checkpointing a closed shard's last record may name it again at
+        # shardEnded, and that must still count as SHARD_END.
+        self._largest_delivered = start if not start.is_sentinel else None
+        self._start = start
+        self._shard_closed.clear()
         try:
             self._child = await self._launch_child(self.shard_id)
         except KclDaemonError as error:
@@ -318,17 +357,22 @@ class ShardConsumer:
                 return
 
     async def _next_batch_or_signal(self) -> Batch | None:
-        assert self._fetcher is not None
-        fetch = asyncio.ensure_future(self._fetcher.next_batch())
-        signals = [asyncio.ensure_future(e.wait()) for e in (self._stop, self._lease_lost)]
-        try:
-            done, _ = await asyncio.wait([fetch, *signals], return_when="FIRST_COMPLETED")
-        finally:
-            for signal in signals:
-                signal.cancel()
-        if fetch not in done:
+        while True:
+            assert self._fetcher is not None
+            fetch = asyncio.ensure_future(self._fetcher.next_batch())
+            events = (self._stop, self._lease_lost, self._shard_closed)
+            signals = [asyncio.ensure_future(e.wait()) for e in events]
+            try:
+                done, _ = await asyncio.wait([fetch, *signals], return_when="FIRST_COMPLETED")
+            finally:
+                for signal in signals:
+                    signal.cancel()
+            if fetch in done:
+                break
             fetch.cancel()
-            return None
+            if self._stopping():
+                return None
+            await self._refetch_closed_shard()
         try:
             return fetch.result()
         except DependencyError as error:
@@ -336,6 +380,16 @@ class ShardConsumer:
             raise ChildFailed(f"reading records failed: {error}") from error
         except KclDaemonError as error:
             raise FetchFatal(str(error)) from error
+
+    async def _refetch_closed_shard(self) -> None:
+        """A new fetcher that knows the shard's end, from the last record delivered."""
+        self._shard_closed.clear()
+        assert self._fetcher is not None
+        await self._fetcher.close()
+        resume = self._largest_delivered or self._start
+        self._log.info("shard closed; reading on to its end", resume_after=str(resume))
+        self._fetcher = self._make_fetcher(self.shard_id, resume)
+        self._fetcher.start()
 
     async def _deliver(self, batch: Batch) -> None:
         started = time.monotonic()

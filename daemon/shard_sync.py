@@ -1,9 +1,11 @@
 """Shard sync: list the stream's shards and create the leases that are missing.
 
 The pure part, ``plan_new_leases``, decides which shards get a lease and at
-which starting checkpoint; the I/O part lists shards (paginated ListShards)
-and writes leases with create-if-absent, so workers syncing at the same time
-cannot clobber each other.
+which starting checkpoint (``leases_for_child_shards`` does the same for the
+ChildShards a GetRecords response names at a shard's end, and
+``leases_to_clean_up`` picks the finished leases that may go); the I/O part
+lists shards (paginated ListShards) and writes leases with create-if-absent,
+so workers syncing at the same time cannot clobber each other.
 
 Planning rules (lease-table.md, "Shard sync and resharding"). Shards are
 visited parents first; "leased" means a lease exists or is planned in this
@@ -147,11 +149,7 @@ def plan_new_leases(
             if (lease := existing.get(parent) or planned.get(parent)) is not None
         ]
         if parent_leases:
-            from_timestamp = any(
-                lease.checkpoint is not None and lease.checkpoint.sequence_number == AT_TIMESTAMP
-                for lease in parent_leases
-            )
-            checkpoint = ExtendedSequenceNumber(AT_TIMESTAMP if from_timestamp else TRIM_HORIZON)
+            checkpoint = _child_checkpoint(parent_leases)
         elif not closed or start_from_oldest:
             checkpoint = initial_position
         else:
@@ -165,6 +163,75 @@ def plan_new_leases(
             ending_hash_key=end,
         )
     return list(planned.values())
+
+
+def _child_checkpoint(parent_leases: Sequence[Lease]) -> ExtendedSequenceNumber:
+    """Rule 2: a child starts at TRIM_HORIZON, or AT_TIMESTAMP when a parent has not started."""
+    from_timestamp = any(
+        lease.checkpoint is not None and lease.checkpoint.sequence_number == AT_TIMESTAMP
+        for lease in parent_leases
+    )
+    return ExtendedSequenceNumber(AT_TIMESTAMP if from_timestamp else TRIM_HORIZON)
+
+
+def leases_for_child_shards(
+    child_shards: Sequence[Mapping[str, Any]], existing: Mapping[str, Lease]
+) -> list[Lease]:
+    """Leases for the ``ChildShards`` of a GetRecords response that have none yet.
+
+    At a shard's end the service names its children (ShardId, ParentShards,
+    HashKeyRange) before ListShards may show them; their leases must exist
+    before the parent is marked finished, so that nobody loses track of the
+    lineage. Pure; follows the planning rule for children of a leased parent.
+    """
+    planned: list[Lease] = []
+    for child in child_shards:
+        shard_id = child.get("ShardId")
+        if not shard_id or shard_id in existing:
+            continue
+        parents = [parent for parent in child.get("ParentShards") or () if parent]
+        parent_leases = [existing[parent] for parent in parents if parent in existing]
+        start, end = _hash_range(child)
+        planned.append(
+            Lease(
+                lease_key=shard_id,
+                checkpoint=_child_checkpoint(parent_leases),
+                parent_shard_ids=frozenset(parents),
+                starting_hash_key=start,
+                ending_hash_key=end,
+            )
+        )
+    return planned
+
+
+def leases_to_clean_up(leases: Sequence[Lease], shards: Sequence[Shard] = ()) -> list[Lease]:
+    """Finished leases that may be deleted (cleanupLeasesUponShardCompletion).
+
+    A finished lease (checkpoint SHARD_END) goes once it knows its children
+    (``childShardIds``, else ListShards lineage from ``shards``), every child
+    has a lease with a real checkpoint (a sequence number or SHARD_END: the
+    child has started, so nothing will ever wait on the parent again), and
+    none of its own parents' leases is left, so that lineages are deleted
+    oldest first and shard sync never re-creates a deleted lease (rule 1).
+    Pure.
+    """
+    by_key = {lease.lease_key: lease for lease in leases}
+    doomed: list[Lease] = []
+    for lease in leases:
+        if not lease.is_finished:
+            continue
+        children = set(lease.child_shard_ids) or set(children_of(lease.lease_key, shards))
+        if not children or any(parent in by_key for parent in lease.parent_shard_ids):
+            continue
+        started = all(
+            (child := by_key.get(key)) is not None
+            and child.checkpoint is not None
+            and (child.checkpoint.is_shard_end or not child.checkpoint.is_sentinel)
+            for key in children
+        )
+        if started:
+            doomed.append(lease)
+    return sorted(doomed, key=lambda lease: lease.lease_key)
 
 
 def list_all_shards(

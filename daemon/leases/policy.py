@@ -8,6 +8,10 @@ has not changed for ``failover_time_s`` since this worker first saw that
 value. An unowned lease is always available. Balance: the number of workers
 is the distinct owners of live (non-expired) leases plus this worker; the
 target is ``ceil(leases / workers)`` capped by ``maxLeasesForWorker``.
+Workers take available leases up to the target and steal as the KCL does
+(``choose_leases_to_take``), but steals wait (``StealGate``) while peers can
+hand leases off gracefully instead (``leases_to_hand_off``), which evens the
+spread out to most - fewest <= 1.
 Finished leases (checkpoint SHARD_END) are neither counted nor taken: they
 only wait for cleanup, and counting them would skew the balance toward
 whoever finished a parent shard.
@@ -110,17 +114,43 @@ class ExpiryTracker:
         now = self._now(now)
         return {lease.lease_key for lease in leases if self.is_very_old(lease, now)}
 
+    def next_expiry(
+        self, leases: Iterable[Lease], my_worker_id: str, now: float | None = None
+    ) -> float | None:
+        """The earliest moment, not before ``now``, at which a peer's live lease expires
+        unless renewed.
+
+        A scan scheduled just after it sees a dead worker's lease expired as
+        early as the rule allows, instead of up to a scan interval later.
+        Unowned, finished and already expired leases, and my own, are skipped.
+        """
+        now = self._now(now)
+        earliest: float | None = None
+        for lease in leases:
+            if lease.lease_owner in (None, my_worker_id) or lease.is_finished:
+                continue
+            seen = self._seen.get(lease.lease_key)
+            if seen is None or seen.counter != lease.lease_counter:
+                continue
+            moment = seen.since + self.failover_time_s
+            if moment >= now and (earliest is None or moment < earliest):
+                earliest = moment
+        return earliest
+
 
 @dataclass(frozen=True)
 class TakeDecision:
     """What to take (available leases) and what to steal (live leases of a loaded peer).
 
-    The counts are for the TakeLeases metrics (TotalLeases, NumWorkers,
-    LeaseSpillover ...).
+    ``spare`` holds the other available leases, in the same order of
+    preference: when a peer wins the race for one in ``take``, the next
+    spare one is taken instead. The counts are for the TakeLeases metrics
+    (TotalLeases, NumWorkers, LeaseSpillover ...).
     """
 
     take: list[Lease] = field(default_factory=list)
     steal: list[Lease] = field(default_factory=list)
+    spare: list[Lease] = field(default_factory=list)
     target: int = 0
     num_workers: int = 1
     total_leases: int = 0
@@ -162,6 +192,26 @@ def _balance(
     return _Balance(active, available, live_counts, target, spillover)
 
 
+def waiting_on_parents(leases: Iterable[Lease]) -> set[str]:
+    """Keys of leases whose shard cannot be processed yet: a parent's lease is unfinished.
+
+    Moving such a lease to another worker costs nothing (no child runs for it,
+    nothing is replayed), so steals and hand-offs pick these first.
+    """
+    leases = list(leases)
+    unfinished = {lease.lease_key for lease in leases if not lease.is_finished}
+    return {
+        lease.lease_key
+        for lease in leases
+        if not lease.is_finished and unfinished & lease.parent_shard_ids
+    }
+
+
+def _waiting_first(leases: list[Lease], waiting: Collection[str]) -> list[Lease]:
+    # A stable sort: the order within each group is kept.
+    return sorted(leases, key=lambda lease: lease.lease_key not in waiting)
+
+
 def _ordered(leases: list[Lease], rng: random.Random | None) -> list[Lease]:
     ordered = sorted(leases, key=lambda lease: lease.lease_key)
     if rng is not None:
@@ -186,11 +236,13 @@ def choose_leases_to_take(
     them, so taking them duplicates nothing), then ``very_old_keys``, then
     other expired leases. Only when nothing is available does the worker
     steal, from the most loaded peer, at most ``max_leases_to_steal``, and
-    only leases that peer holds above the target. ``max_leases_for_worker``
-    None means unlimited. Without ``rng`` the choice is deterministic (key
-    order, ties between peers broken by worker id); with one, each group is
-    shuffled so that workers starting together do not all race for the same
-    leases.
+    only as many as that peer holds above the target (or one when this
+    worker is two or more short and that peer is at the target, as the KCL
+    does); leases waiting on their parents are stolen first, as moving them
+    replays nothing. ``max_leases_for_worker`` None means unlimited. Without
+    ``rng`` the choice is deterministic (key order, ties between peers broken
+    by worker id); with one, each group is shuffled so that workers starting
+    together do not all race for the same leases.
     """
     balance = _balance(leases, my_worker_id, expired_keys, max_leases_for_worker)
     mine = balance.live_counts[my_worker_id]
@@ -216,7 +268,7 @@ def choose_leases_to_take(
             else:
                 groups[2].append(lease)
         ordered = [lease for group in groups for lease in _ordered(group, rng)]
-        return replace(decision, take=ordered[:needed])
+        return replace(decision, take=ordered[:needed], spare=ordered[needed:])
 
     peers = [
         (count, worker) for worker, count in balance.live_counts.items() if worker != my_worker_id
@@ -226,6 +278,10 @@ def choose_leases_to_take(
     # Most loaded first; among equals the smallest worker id, so the choice is stable.
     victim_count, victim = min(peers, key=lambda peer: (-peer[0], peer[1]))
     to_steal = min(needed, victim_count - balance.target, max_leases_to_steal)
+    if to_steal <= 0 and needed > 1 and victim_count == balance.target:
+        # As the KCL does: two or more short while the busiest peer sits at the
+        # (rounded-up) target, one lease still moves, or 4/4/2 would never even out.
+        to_steal = min(1, max_leases_to_steal)
     if to_steal <= 0:
         return decision
     victim_leases = [
@@ -233,7 +289,8 @@ def choose_leases_to_take(
         for lease in balance.active
         if lease.lease_owner == victim and lease.lease_key not in expired_keys
     ]
-    steal = _ordered(victim_leases, rng)[:to_steal]
+    waiting = waiting_on_parents(balance.active)
+    steal = _waiting_first(_ordered(victim_leases, rng), waiting)[:to_steal]
     return replace(decision, steal=steal)
 
 
@@ -295,3 +352,77 @@ def leases_to_release_for_balance(
         return []
     count = min(surplus, deficit, max_to_release)
     return sorted(mine, key=lambda lease: lease.lease_key, reverse=True)[:count]
+
+
+def leases_to_hand_off(
+    leases: Iterable[Lease],
+    my_worker_id: str,
+    expired_keys: Collection[str],
+) -> list[Lease]:
+    """Which of my leases to hand off gracefully so the spread evens out (most - fewest <= 1).
+
+    Leases move, in a simulation on this scan, one at a time from the most
+    loaded worker to the least loaded one (ties by worker id) until no two
+    workers differ by more than one; I hand off what the simulation moved
+    from me. Every worker runs the same simulation on the same scan, so each
+    gives up only its own share and no more than the starved peers need.
+    Nothing moves while any lease is available (it is taken first; a lease
+    being handed off shows as available), and a peer holding no lease is
+    invisible here: it steals its first one. Leases waiting on their parents
+    go first (nothing to replay), then the highest keys.
+    """
+    balance = _balance(leases, my_worker_id, expired_keys, None)
+    if balance.available:
+        return []
+    counts = dict(balance.live_counts)
+    moved = 0
+    for _ in range(len(balance.active)):
+        busiest = min(counts, key=lambda worker: (-counts[worker], worker))
+        idlest = min(counts, key=lambda worker: (counts[worker], worker))
+        if counts[busiest] - counts[idlest] < 2:
+            break
+        counts[busiest] -= 1
+        counts[idlest] += 1
+        moved += busiest == my_worker_id
+    if not moved:
+        return []
+    mine = [
+        lease
+        for lease in balance.active
+        if lease.lease_owner == my_worker_id and lease.lease_key not in expired_keys
+    ]
+    newest_first = sorted(mine, key=lambda lease: lease.lease_key, reverse=True)
+    return _waiting_first(newest_first, waiting_on_parents(balance.active))[:moved]
+
+
+class StealGate:
+    """Holds back steals while peers can still hand leases off gracefully.
+
+    A steal makes the new owner replay everything since the victim's last
+    checkpoint; a hand-off (``leases_to_hand_off``) replays nothing. A worker
+    that holds no lease is invisible to its peers, so it steals at once (as
+    the KCL does); one that holds leases steals only after wanting to for
+    ``grace_s`` without getting a lease, which is time enough for a
+    kcl-daemon peer to hand off and still lets it balance against peers that
+    never hand off (the Java KCL). Pure: ``now`` comes from the caller.
+    """
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self._wanting_since: float | None = None
+
+    def allow(self, wants_to_steal: bool, holding: int, now: float) -> bool:
+        """Whether a steal the policy asks for may happen now."""
+        if not wants_to_steal:
+            self._wanting_since = None
+            return False
+        if holding == 0:
+            return True
+        if self._wanting_since is None:
+            self._wanting_since = now
+        return now - self._wanting_since >= self.grace_s
+
+    def got_lease(self, now: float) -> None:
+        """A take or steal succeeded: peers are cooperating, wait a full grace again."""
+        if self._wanting_since is not None:
+            self._wanting_since = now

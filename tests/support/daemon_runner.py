@@ -20,7 +20,9 @@ from typing import Any
 
 import boto3
 import orjson
+import psutil
 
+from daemon.sequence import ExtendedSequenceNumber
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,6 +94,10 @@ class DaemonRun:
     env: dict[str, str] = field(default_factory=dict)
     name: str = "worker"
     process: subprocess.Popen[bytes] | None = None
+    # DynamoDB on its own server (dynalite next to kinesis-local); None: ``endpoint``.
+    dynamodb_endpoint: str | None = None
+    # --log-level for the daemon ("debug" logs every checkpoint); None: the CLI's default.
+    log_level: str | None = None
 
     @property
     def output(self) -> Path:
@@ -112,7 +118,7 @@ class DaemonRun:
             "streamName": self.stream,
             "regionName": "us-east-1",
             "kinesisEndpoint": self.endpoint,
-            "dynamoDBEndpoint": self.endpoint,
+            "dynamoDBEndpoint": self.dynamodb_endpoint or self.endpoint,
             "initialPositionInStream": "TRIM_HORIZON",
             "idleTimeBetweenReadsInMillis": 100,
             "failoverTimeMillis": 3000,
@@ -144,6 +150,7 @@ class DaemonRun:
                 str(self.properties),
                 "--log-format",
                 "json",
+                *(["--log-level", self.log_level] if self.log_level else []),
             ],
             cwd=REPO,
             env=env,
@@ -227,6 +234,67 @@ class DaemonRun:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def child_pids(self) -> list[int]:
+        """Pids of the daemon's child processors running now."""
+        if not self.is_running():
+            return []
+        assert self.process is not None
+        try:
+            return [child.pid for child in psutil.Process(self.process.pid).children()]
+        except psutil.NoSuchProcess:
+            return []
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint the daemon wrote (needs ``log_level="debug"``)."""
+        return [
+            Checkpoint(
+                event["shard_id"],
+                int(event["lease_counter"]),
+                event["sequence_number"],
+                int(event["sub_sequence_number"]),
+                self.name,
+            )
+            for event in self.find_events("checkpoint written")
+        ]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One successful checkpoint write, as the daemon logged it at debug level."""
+
+    shard_id: str
+    lease_counter: int
+    sequence_number: str
+    sub_sequence_number: int
+    worker: str
+
+    @property
+    def position(self) -> ExtendedSequenceNumber:
+        """Ordered as the KCL orders checkpoints (sentinels, sequence numbers, SHARD_END)."""
+        return ExtendedSequenceNumber(self.sequence_number, self.sub_sequence_number)
+
+
+def checkpoints_moving_backwards(
+    checkpoints: list[Checkpoint],
+) -> list[tuple[Checkpoint, Checkpoint]]:
+    """Pairs (earlier, later) of checkpoints of one shard, in lease-counter order, that go back.
+
+    The lease counter orders every write to a lease, whoever made it, so this needs no clocks.
+    """
+    backwards = []
+    by_shard: dict[str, list[Checkpoint]] = {}
+    for checkpoint in checkpoints:
+        by_shard.setdefault(checkpoint.shard_id, []).append(checkpoint)
+    for shard_checkpoints in by_shard.values():
+        ordered = sorted(shard_checkpoints, key=lambda c: c.lease_counter)
+        for earlier, later in zip(ordered, ordered[1:], strict=False):
+            if later.position < earlier.position:
+                backwards.append((earlier, later))
+    return backwards
 
 
 def create_stream(kinesis: Any, name: str, shards: int) -> list[str]:

@@ -362,14 +362,22 @@ class ShardConsumer:
             fetch = asyncio.ensure_future(self._fetcher.next_batch())
             events = (self._stop, self._lease_lost, self._shard_closed)
             signals = [asyncio.ensure_future(e.wait()) for e in events]
+            # A child can die between batches (a crash, the memory limit): on an
+            # idle shard nobody would notice until the next record arrives.
+            assert self._child is not None
+            exited = asyncio.ensure_future(self._child.wait())
             try:
-                done, _ = await asyncio.wait([fetch, *signals], return_when="FIRST_COMPLETED")
+                done, _ = await asyncio.wait(
+                    [fetch, exited, *signals], return_when="FIRST_COMPLETED"
+                )
             finally:
-                for signal in signals:
+                for signal in (*signals, exited):
                     signal.cancel()
             if fetch in done:
                 break
             fetch.cancel()
+            if exited in done and not self._stopping():
+                raise ChildFailed(f"exited between batches: {exited.result().description}")
             if self._stopping():
                 return None
             await self._refetch_closed_shard()

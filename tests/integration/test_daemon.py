@@ -317,3 +317,25 @@ def test_a_20_mb_line_is_a_violation_and_the_child_is_replaced(moto_server, tmp_
     delivered = _delivered_per_shard(run)
     for shard_id in written:
         assert _dedupe(delivered[shard_id]) == written[shard_id]
+
+
+def test_a_child_that_dies_on_an_idle_shard_is_replaced_without_new_records(
+    moto_server, tmp_path, names
+):
+    _stream_with_records(moto_server.endpoint, names[0], shards=1, count=10)
+    run = _daemon(tmp_path, moto_server.endpoint, names).start()
+    try:
+        run.wait_for_records(10)
+        run.wait_for(lambda: len(run.child_pids()) == 1, 10, "one child running")
+        (victim,) = run.child_pids()
+        os.kill(victim, signal.SIGKILL)
+        run.wait_for(
+            lambda: len(run.child_pids()) == 1 and run.child_pids() != [victim],
+            10,
+            "a replacement child while no records arrive",
+        )
+    finally:
+        assert run.stop() == 0
+    failures = run.find_events("child failed")
+    assert len(failures) == 1 and "between batches" in failures[0]["reason"]
+    assert len(run.processed()) == 10, "nothing past the checkpoint is delivered again"

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from daemon.checkpointer import resolve_checkpoint
 from daemon.child import ChildExited, ChildProcess, OversizedLine
 from daemon.consumer_states import ConsumerState, ShutdownReason, check_transition
+from daemon.dead_letter import DeadLetter, DeadLetterSink
 from daemon.errors import (
     CheckpointRangeError,
     DependencyError,
@@ -35,6 +36,7 @@ from daemon.errors import (
 )
 from daemon.leases.model import Lease
 from daemon.logs import get_logger
+from daemon.poison import BatchBisector, FailureCounter
 from daemon.restart_policy import RestartPolicy
 from daemon.retrieval import Batch
 from daemon.sequence import ExtendedSequenceNumber
@@ -49,6 +51,7 @@ from protocol.messages import (
     ShardEnded,
     ShutdownRequested,
     Status,
+    WireRecord,
     decode_child_line,
 )
 
@@ -90,6 +93,16 @@ class ConsumerSettings:
     call_process_records_even_for_empty: bool = False
     parent_poll_interval_s: float = 10.0
     task_backoff_s: float = 0.5
+    poison: PoisonSettings | None = None
+
+
+@dataclass
+class PoisonSettings:
+    """poisonRecordPolicy = DEAD_LETTER: bisect a failing batch, dead-letter its poison."""
+
+    max_attempts: int
+    sink: DeadLetterSink
+    application: str
 
 
 @dataclass
@@ -101,6 +114,7 @@ class ConsumerStats:
     millis_behind_latest: int | None = None
     process_records_seconds: float = 0.0
     checkpoint_failures: int = 0
+    dead_lettered: int = 0
     recent: list[float] = field(default_factory=list)
 
 
@@ -138,6 +152,12 @@ class ShardConsumer:
         self._child: ChildProcess | None = None
         self._fetcher: Fetcher | None = None
         self._largest_delivered: ExtendedSequenceNumber | None = None
+        # Poison-record handling: the records of the processRecords in flight,
+        # failures of the batch that keeps failing, and the bisection, if any.
+        self._delivering: Sequence[WireRecord] | None = None
+        poison = settings.poison
+        self._failures = FailureCounter(poison.max_attempts) if poison else None
+        self._bisector: BatchBisector[WireRecord] | None = None
         self._start = settings.initial_position
         self._current_action: str | None = None
 
@@ -204,6 +224,7 @@ class ShardConsumer:
                     await self._discard_child(None)
                     await self._end_without_child()
                 except ChildFailed as failure:
+                    await self._note_failure(str(failure))
                     await self._discard_child(str(failure))
                     if self._finished() or not await self._back_off():
                         break
@@ -264,6 +285,8 @@ class ShardConsumer:
     async def _back_off(self) -> bool:
         """Wait before the next child; False when the budget is spent or we must stop."""
         uptime = self._child_uptime
+        if self._bisector is not None:
+            self._restart_policy.reset()  # each failure while bisecting is progress
         decision = self._restart_policy.record_exit(uptime)
         if decision.give_up:
             self._log.error(
@@ -336,6 +359,8 @@ class ShardConsumer:
             ).encode(),
             "initialize",
         )
+        if self._bisector is not None:
+            start = await self._bisect(start)
         self._fetcher = self._make_fetcher(self.shard_id, start)
         self._fetcher.start()
         self._to(ConsumerState.PROCESSING)
@@ -403,15 +428,85 @@ class ShardConsumer:
         started = time.monotonic()
         if batch.last_position is not None:
             self._largest_delivered = batch.last_position
+        self._delivering = batch.records
         await self._exchange(
             ProcessRecords(batch.records, batch.millis_behind_latest).encode(), "processRecords"
         )
+        self._delivering = None
+        if self._failures is not None:
+            self._failures.succeeded()
         stats = self.stats
         stats.process_records_seconds += time.monotonic() - started
         stats.records += len(batch.records)
         stats.bytes += batch.byte_size
         stats.batches += 1
         stats.millis_behind_latest = batch.millis_behind_latest
+
+    # -- poison records (poisonRecordPolicy = DEAD_LETTER) ------------------------
+
+    async def _note_failure(self, reason: str) -> None:
+        """Count a failure against the batch in flight; start or advance a bisection."""
+        records, self._delivering = self._delivering, None
+        poison = self._settings.poison
+        if poison is None or not records:
+            return
+        if self._bisector is None:
+            assert self._failures is not None
+            if self._failures.failed(_position(records[0])):
+                self._log.warning(
+                    "batch keeps failing; narrowing it down to the failing records",
+                    records=len(records),
+                    attempts=self._failures.failures,
+                )
+                self._bisector = BatchBisector(list(records), poison.max_attempts)
+            return
+        verdict = self._bisector.failed()
+        if verdict.poison is None:
+            return
+        record = verdict.poison
+        letter = DeadLetter.from_wire_record(
+            poison.application, self.shard_id, dict(record), reason, verdict.attempts
+        )
+        try:
+            await asyncio.to_thread(poison.sink.write, letter)
+        except KclDaemonError as error:
+            # Not written, so not skipped: start the narrowing again later.
+            self._log.error("dead-letter write failed; the record is retried", error=str(error))
+            self._bisector = None
+            return
+        self.stats.dead_lettered += 1
+        self._log.error(
+            "poison record dead-lettered",
+            sequence_number=record["sequenceNumber"],
+            sub_sequence_number=record["subSequenceNumber"],
+            attempts=verdict.attempts,
+            failure=reason,
+        )
+
+    async def _bisect(self, start: ExtendedSequenceNumber) -> ExtendedSequenceNumber:
+        """Deliver the failing batch segment by segment; then checkpoint past it."""
+        bisector = self._bisector
+        assert bisector is not None
+        while not bisector.done:
+            segment = bisector.current()
+            self._delivering = segment
+            self._largest_delivered = _position(segment[-1])
+            await self._exchange(ProcessRecords(segment, None).encode(), "processRecords")
+            self._delivering = None
+            bisector.succeeded()
+        last = _position(bisector.records[-1])
+        self._bisector = None
+        if self._failures is not None:
+            self._failures.succeeded()
+        # Every record of the batch was processed or dead-lettered.
+        if start < last:
+            try:
+                await self._leases.checkpoint(self.shard_id, last)
+            except KclDaemonError as error:
+                self._log.warning("checkpoint past a poison batch failed", error=str(error))
+                return start
+        self._largest_delivered = last
+        return last
 
     async def _finish_on_signal(self) -> None:
         if self._lease_lost.is_set():
@@ -548,3 +643,7 @@ class ShardConsumer:
         return CheckpointReply(
             request.sequence_number, request.sub_sequence_number, error, request.prepare
         )
+
+
+def _position(record: WireRecord) -> ExtendedSequenceNumber:
+    return ExtendedSequenceNumber(record["sequenceNumber"], record["subSequenceNumber"])

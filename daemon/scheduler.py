@@ -26,8 +26,9 @@ from typing import Any
 from daemon import shard_sync
 from daemon.child import ChildProcess
 from daemon.config import Config
-from daemon.consumer import ConsumerSettings, ShardConsumer
+from daemon.consumer import ConsumerSettings, PoisonSettings, ShardConsumer
 from daemon.consumer_states import ConsumerState
+from daemon.dead_letter import DeadLetterSink, DynamoDbDeadLetters, KinesisDeadLetters
 from daemon.errors import DependencyError, KclDaemonError
 from daemon.lease_coordinator import LeaseCoordinator
 from daemon.leases.model import Lease
@@ -62,6 +63,7 @@ class Scheduler:
         self._kinesis = kinesis
         self._executor = executor
         self.store = LeaseStore(dynamodb, config.table_name)
+        self._poison = _poison_settings(config, kinesis=kinesis, dynamodb=dynamodb)
         self.consumers: dict[str, ShardConsumer] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._shards: dict[str, dict[str, Any]] = {}
@@ -108,6 +110,8 @@ class Scheduler:
             try:
                 created = await self._call(self.store.ensure_table)
                 self._log.info("lease table ready", table=self.config.table_name, created=created)
+                if self._poison is not None and isinstance(self._poison.sink, DynamoDbDeadLetters):
+                    await self._call(self._poison.sink.ensure_table)
                 await self.sync_shards()
                 return
             except DependencyError as error:
@@ -149,6 +153,7 @@ class Scheduler:
             call_process_records_even_for_empty=config.call_process_records_even_for_empty_record_list,
             parent_poll_interval_s=config.parent_shard_poll_interval_millis / 1000,
             task_backoff_s=config.task_backoff_time_millis / 1000,
+            poison=self._poison,
         )
 
     def _make_fetcher(self, shard_id: str, start: ExtendedSequenceNumber) -> ShardFetcher:
@@ -383,3 +388,15 @@ def _hash_range(shard: dict[str, Any], lease: Lease | None) -> tuple[int, int] |
     if lease is None or lease.starting_hash_key is None or lease.ending_hash_key is None:
         return None
     return lease.starting_hash_key, lease.ending_hash_key
+
+
+def _poison_settings(config: Config, *, kinesis: Any, dynamodb: Any) -> PoisonSettings | None:
+    """The dead-letter set-up when poisonRecordPolicy = DEAD_LETTER, else None."""
+    if config.poison_record_policy != "DEAD_LETTER":
+        return None
+    sink: DeadLetterSink
+    if config.dead_letter_table_name:
+        sink = DynamoDbDeadLetters(dynamodb, config.dead_letter_table_name)
+    else:
+        sink = KinesisDeadLetters(kinesis, config.dead_letter_stream_name)
+    return PoisonSettings(config.poison_record_max_attempts, sink, config.application_name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import uuid
@@ -324,18 +325,68 @@ def test_a_child_that_dies_on_an_idle_shard_is_replaced_without_new_records(
 ):
     _stream_with_records(moto_server.endpoint, names[0], shards=1, count=10)
     run = _daemon(tmp_path, moto_server.endpoint, names).start()
+    dynamodb = aws_client("dynamodb", moto_server.endpoint)
+
+    def checkpointed_everything() -> bool:
+        last = run.processed()[-1].sequence_number
+        item = lease_items(dynamodb, names[1]).get(run.processed()[-1].shard_id, {})
+        return item.get("checkpoint", {}).get("S") == last
+
+    def replaced() -> bool:
+        pids = run.child_pids()
+        return len(pids) == 1 and pids != [victim]
+
     try:
         run.wait_for_records(10)
+        run.wait_for(checkpointed_everything, 10, "the child to checkpoint and go idle")
         run.wait_for(lambda: len(run.child_pids()) == 1, 10, "one child running")
         (victim,) = run.child_pids()
         os.kill(victim, signal.SIGKILL)
+        run.wait_for(replaced, 10, "a replacement child while no records arrive")
         run.wait_for(
-            lambda: len(run.child_pids()) == 1 and run.child_pids() != [victim],
-            10,
-            "a replacement child while no records arrive",
+            lambda: len(run.find_events("child started")) == 2, 10, "the replacement's start"
         )
     finally:
         assert run.stop() == 0
     failures = run.find_events("child failed")
     assert len(failures) == 1 and "between batches" in failures[0]["reason"]
     assert len(run.processed()) == 10, "nothing past the checkpoint is delivered again"
+
+
+def test_poison_record_is_dead_lettered_and_the_shard_moves_on(moto_server, tmp_path, names):
+    endpoint = moto_server.endpoint
+    written = _stream_with_records(endpoint, names[0], shards=1, count=40)
+    (shard_id,) = written
+    poison = written[shard_id][17]
+    dead_letters = f"{names[1]}-dlq"
+    run = _daemon(
+        tmp_path,
+        endpoint,
+        names,
+        executable=python_processor("tests.integration.processors.faulty_logger"),
+        env={"KCL_FAULT": f"crash_on:{poison}"},
+        extra={
+            "poisonRecordPolicy": "DEAD_LETTER",
+            "poisonRecordMaxAttempts": 2,
+            "deadLetterTableName": dead_letters,
+            "childRestartMaxBackoffMillis": 200,
+        },
+    ).start()
+    try:
+        run.wait_for_records(39)
+        run.wait_for(
+            lambda: bool(run.find_events("poison record dead-lettered")), 30, "the dead letter"
+        )
+    finally:
+        assert run.stop() == 0
+    expected = [data for data in written[shard_id] if data != poison]
+    assert _dedupe([r.data for r in run.processed()]) == expected
+    items = aws_client("dynamodb", endpoint).scan(TableName=dead_letters)["Items"]
+    assert len(items) == 1
+    assert base64.b64decode(items[0]["data"]["S"]).decode() == poison
+    assert "exited" in items[0]["failure"]["S"]
+    checkpoint = lease_items(aws_client("dynamodb", endpoint), names[1])[shard_id]["checkpoint"]
+    assert int(checkpoint["S"]) >= int(items[0]["sequence_number"]["S"])
+    assert not run.find_events(
+        "child keeps failing; releasing the lease so the shard is not stuck here"
+    )

@@ -6,7 +6,8 @@ Environment:
   KCL_FAULT           ``hang_on:DATA``: on the first record whose data is DATA,
                       write the records before it, record this pid in
                       KCL_FAULT_MARKER and hang (only while the marker is absent);
-                      ``crash_shard:SHARD``: exit 3 at initialize on that shard.
+                      ``crash_shard:SHARD``: exit 3 at initialize on that shard;
+                      ``crash_on:DATA``: exit 3 every time it meets that record (a poison record).
   KCL_FAULT_MARKER    marker file for ``hang_on``
 """
 
@@ -42,6 +43,10 @@ class FaultyLogger(processor.RecordProcessorBase):
         lines = []
         for record in records:
             data = record.binary_data.decode("utf-8", "replace")
+            if self.fault == "crash_on" and data == self.fault_arg:
+                self._write(lines)
+                sys.stderr.write(f"faulty_logger: cannot process {data!r}\n")
+                sys.exit(3)
             if (
                 self.fault == "hang_on"
                 and data == self.fault_arg

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -186,6 +187,12 @@ def publisher_from_config(
     """The publisher for ``config``, registered as ``registry``'s sink; None if metricsLevel=NONE."""
     if Level.parse(config.metrics_level) is Level.NONE:
         return None
+    if client is None and publishes_to_aws_from_local_setup(config):
+        get_logger().info(
+            "metrics are not published: kinesisEndpoint is on this machine and "
+            "cloudWatchEndpoint is not set (set it to publish to a local CloudWatch)"
+        )
+        return None
     if client is None:
         client = make_client(
             "cloudwatch", config.cloudwatch_region_name, config.cloudwatch_endpoint
@@ -198,3 +205,18 @@ def publisher_from_config(
     )
     registry.add_sink(publisher.add)
     return publisher
+
+
+def publishes_to_aws_from_local_setup(config: Config) -> bool:
+    """True when a local (loopback) Kinesis would be paired with AWS's real CloudWatch.
+
+    Someone running against emulators on this machine never wants their
+    metrics sent to (or failing against) the public CloudWatch endpoint.
+    """
+    if config.cloudwatch_endpoint:
+        return False
+    endpoint = config.kinesis_endpoint or config.dynamodb_endpoint
+    if not endpoint:
+        return False
+    host = (urlsplit(endpoint).hostname or "").lower()
+    return host == "localhost" or host == "::1" or host.startswith("127.")

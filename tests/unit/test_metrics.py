@@ -503,3 +503,17 @@ def test_prometheus_address_parses_host_and_port(
 def test_bad_prometheus_address_is_a_config_error_naming_the_key(text: str) -> None:
     with pytest.raises(ConfigError, match="metricsPrometheusAddress"):
         parse_address(text)
+
+
+def test_local_emulator_setups_never_publish_to_the_real_cloudwatch():
+    from daemon.config import config_from_properties
+    from daemon.metrics import Level, MetricsRegistry
+    from daemon.metrics_cloudwatch import publisher_from_config
+
+    base = {"executableName": "/bin/true", "applicationName": "app", "streamName": "s"}
+    local = {**base, "kinesisEndpoint": "http://127.0.0.1:4567", "regionName": "us-east-1"}
+    config, _ = config_from_properties(local)
+    assert publisher_from_config(config, MetricsRegistry(Level.DETAILED)) is None
+    with_cloudwatch = {**local, "cloudWatchEndpoint": "http://127.0.0.1:4567"}
+    config, _ = config_from_properties(with_cloudwatch)
+    assert publisher_from_config(config, MetricsRegistry(Level.DETAILED)) is not None

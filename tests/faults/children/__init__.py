@@ -1,0 +1,1 @@
+"""Child processors that misbehave on purpose or leave evidence; run as ``python -m``."""

@@ -2,7 +2,8 @@
 """Child-side decode speed: our SDK (processors.kclpy) against the official amazon_kclpy.
 
 Each SDK runs its real ``KCLProcess.run()`` loop in process over an in-memory
-input of processRecords messages (10,000 records of 100 bytes each by
+input of processRecords messages (bytes for ours, which reads its stdin in
+binary; a UTF-8 TextIOWrapper, like ``sys.stdin``, for amazon_kclpy) (10,000 records of 100 bytes each by
 default) with a processor that either reads every record's ``binary_data`` or
 only its sequence number; output goes to an in-memory file. That is the whole
 per-message cost a child pays: read the line, decode it, wrap the records,
@@ -119,8 +120,11 @@ def sdk_runner(kcl: Any, text: str, binary: bytes, touch_data: bool) -> Callable
             source: Any = io.BytesIO(binary)
             sink: Any = io.BytesIO()
         else:
-            # amazon_kclpy reads text (sys.stdin) and writes text.
-            source, sink = io.StringIO(text), io.StringIO()
+            # amazon_kclpy reads and writes text through sys.stdin and sys.stdout, which are
+            # TextIOWrappers over the pipes: give it the same, so that it pays for decoding
+            # the lines as it does in a real child (a StringIO would hand it decoded text).
+            source = io.TextIOWrapper(io.BytesIO(binary), encoding="utf-8")
+            sink = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
         kcl.KCLProcess(Reader(touch_data), input_file=source, output_file=sink).run()
 
     return run

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -54,6 +55,7 @@ DEFAULT_MAX_QUEUED_LINES = 10_000
 OVERSIZED_HEAD_BYTES = 1024
 STDERR_MAX_LINE_BYTES = 8 * 1024
 DEFAULT_TERM_GRACE_S = 2.0
+STDIN_PIPE_BYTES = 1024 * 1024
 # After stdout closes or stdin breaks, how long to wait for the exit status so
 # that ChildExited can say how the child ended (normally milliseconds).
 EXIT_SETTLE_S = 2.0
@@ -238,8 +240,23 @@ class ChildProcess:
                 f"cannot start the child processor for {shard_id}: {reason}"
             ) from exc
         child._on_started(transport)
+        child._grow_stdin_pipe()
         child._log.info("child started", executable=argv[0])
         return child
+
+    def _grow_stdin_pipe(self) -> None:
+        # A processRecords line is megabytes; through the default 64 KiB pipe
+        # it takes dozens of writes, each a loop wake-up that also shifts the
+        # rest of asyncio's write buffer. 1 MiB (Linux's default cap for
+        # unprivileged processes) cuts that to a few. Elsewhere, or past the
+        # per-user limit, the pipe keeps its size.
+        pipe = self._stdin_pipe()
+        setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+        if pipe is None or setpipe is None:
+            return
+        stream = pipe.get_extra_info("pipe")
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fcntl.fcntl(stream.fileno(), setpipe, STDIN_PIPE_BYTES)
 
     # -- properties -------------------------------------------------------
 

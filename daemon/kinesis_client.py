@@ -29,6 +29,11 @@ and botocore parses it the standard way: errors keep raising the same
 accept ``Data`` as ``str`` or ``bytes`` and the timestamp as a number or a
 datetime (``daemon.retrieval`` does).
 
+When every record has all four fields, ``Records`` comes back as a
+``daemon.fast_records.FastRecords``: still the list of record dicts, plus the
+fields as columns, which the type check takes out anyway and from which
+``daemon.retrieval`` builds the child's message without a dict per record.
+
 Failed calls
 ------------
 :func:`classify_error` sorts a botocore exception into one of four kinds, so
@@ -52,6 +57,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from daemon.errors import ConfigError, DependencyError, KclDaemonError, StreamNotFoundError
+from daemon.fast_records import record_columns
 
 #: Enough for 100+ shards' fetchers plus lease and metrics calls. The daemon's
 #: thread pool bounds the calls in flight; an idle slot in the pool costs nothing.
@@ -194,6 +200,9 @@ def enable_fast_get_records(client: BaseClient) -> None:
     client.meta.events.register(FAST_GET_RECORDS_EVENT, _parse_get_records, unique_id=_HANDLER_ID)
 
 
+_NUMBER_TYPES = frozenset((int, float))
+
+
 def _parse_get_records(
     response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
 ) -> None:
@@ -207,18 +216,22 @@ def _parse_get_records(
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return
-    if not is_get_records_body(parsed):
+    if not _has_get_records_shape(parsed):
+        return
+    columns = record_columns(parsed["Records"], bytes(body))
+    if columns is not None:
+        parsed["Records"] = columns
+    elif not all(map(_is_fast_record, parsed["Records"])):
         return
     customized_response_dict.update(parsed)
     response_dict["body"] = b"{}"
 
 
-def is_get_records_body(parsed: object) -> bool:
-    """Whether a decoded JSON body has exactly the types the fast path passes on."""
+def _has_get_records_shape(parsed: object) -> bool:
+    """The top level of a GetRecords body, records not looked at."""
     if type(parsed) is not dict:
         return False
-    records = parsed.get("Records")
-    if type(records) is not list:
+    if type(parsed.get("Records")) is not list:
         return False
     iterator = parsed.get("NextShardIterator")
     if iterator is not None and type(iterator) is not str:
@@ -227,19 +240,26 @@ def is_get_records_body(parsed: object) -> bool:
     if behind is not None and type(behind) is not int:
         return False
     children = parsed.get("ChildShards")
-    if children is not None and type(children) is not list:
+    return children is None or type(children) is list
+
+
+def _is_fast_record(record: object) -> bool:
+    if (
+        type(record) is not dict
+        or type(record.get("Data")) is not str
+        or type(record.get("SequenceNumber")) is not str
+    ):
         return False
-    for record in records:
-        if (
-            type(record) is not dict
-            or type(record.get("Data")) is not str
-            or type(record.get("SequenceNumber")) is not str
-        ):
-            return False
-        key = record.get("PartitionKey")
-        if key is not None and type(key) is not str:
-            return False
-        arrival = record.get("ApproximateArrivalTimestamp")
-        if arrival is not None and type(arrival) not in (int, float):
-            return False
-    return True
+    key = record.get("PartitionKey")
+    if key is not None and type(key) is not str:
+        return False
+    arrival = record.get("ApproximateArrivalTimestamp")
+    return arrival is None or type(arrival) in _NUMBER_TYPES
+
+
+def is_get_records_body(parsed: object) -> bool:
+    """Whether a decoded JSON body has exactly the types the fast path passes on."""
+    if not _has_get_records_shape(parsed):
+        return False
+    assert isinstance(parsed, dict)
+    return all(map(_is_fast_record, parsed["Records"]))

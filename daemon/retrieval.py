@@ -10,6 +10,15 @@ every shard) calls :meth:`ShardFetcher.next_batch`; boto3 runs in the thread
 pool it hands in, and so does the record conversion (a large response must
 not stall the other shards' pipes).
 
+Conversion has two routes with the same results. Records parsed by the fast
+GetRecords path (``fastGetRecords``, see ``daemon.kinesis_client``) come with
+their fields as columns, and ``daemon.fast_records`` splices the child's JSON
+straight from them: the batch's ``records`` is then a
+``protocol.messages.EncodedRecords`` (a read-only sequence of WireRecords that
+``ProcessRecords.encode`` copies in as it is). Everything else -- boto3's
+records, the first response after a checkpoint, strings that need escaping --
+is converted one record at a time into WireRecord dicts.
+
 Pacing (a deliberate difference from the official client, which always sleeps
 ``idleTimeBetweenReadsInMillis`` between calls): while the shard is behind --
 the last response had records and either ``MillisBehindLatest > 0`` or a full
@@ -58,7 +67,6 @@ After it, ``next_batch`` raises ``ShardEndedError``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import datetime
 import enum
@@ -79,20 +87,22 @@ from daemon.errors import (
     KclDaemonError,
     ShardEndedError,
 )
+from daemon.fast_records import (
+    MAGIC_BASE64_PREFIX,
+    FastRecords,
+    base64_decoded_size,
+    splice_batch,
+)
 from daemon.kinesis_client import ErrorKind, classify_error, fatal_error
 from daemon.logs import get_logger
 from daemon.sequence import AT_TIMESTAMP, LATEST, TRIM_HORIZON, ExtendedSequenceNumber
-from protocol.aggregation import MAGIC, all_in_hash_range, deaggregate
+from protocol.aggregation import MAGIC, SubRecord, all_in_hash_range, deaggregate
 from protocol.messages import WireRecord, wire_record
 
 T = TypeVar("T")
 
 #: Service limit: 5 GetRecords calls per second per shard.
 MIN_CALL_INTERVAL_S = 0.2
-#: Every aggregate's base64 starts with these 5 characters (the magic's first
-#: 30 bits). The 6th depends on the next byte too: it is "g" ("84mawg") only
-#: when that byte is below 0x10, as the usual 0x0A tag of field 1 is.
-MAGIC_BASE64_PREFIX = "84maw"
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _MILLISECOND = datetime.timedelta(milliseconds=1)
 _b64encode = binascii.b2a_base64
@@ -106,7 +116,7 @@ class Batch:
     is empty); ``byte_size`` counts the data bytes of ``records``.
     """
 
-    records: list[WireRecord]
+    records: Sequence[WireRecord]
     millis_behind_latest: int | None
     last_position: ExtendedSequenceNumber | None
     shard_end: bool
@@ -141,29 +151,20 @@ def arrival_millis(value: object) -> int:
     return 0
 
 
-def base64_decoded_size(text: str) -> int:
-    """Bytes that standard, padded base64 ``text`` stands for, without decoding it."""
-    padding = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
-    return len(text) * 3 // 4 - padding
-
-
 @dataclass
 class Converted:
     """Records of one response, converted; see :func:`convert_records`."""
 
-    records: list[WireRecord] = field(default_factory=list)
+    records: Sequence[WireRecord] = field(default_factory=list)
     byte_size: int = 0
     dropped_sequence_numbers: list[str] = field(default_factory=list)
     # The last Kinesis record of the response, delivered or not: where an
     # iterator resumes after expiry.
     last_sequence_number: str | None = None
-
-    @property
-    def last_position(self) -> ExtendedSequenceNumber | None:
-        if not self.records:
-            return None
-        last = self.records[-1]
-        return ExtendedSequenceNumber(last["sequenceNumber"], last["subSequenceNumber"])
+    # That of the last record in ``records`` (None when it is empty).
+    last_position: ExtendedSequenceNumber | None = None
+    # Kinesis records in the response (before deaggregation and skipping).
+    kinesis_records: int = 0
 
 
 def convert_records(
@@ -178,9 +179,49 @@ def convert_records(
     untouched unless it is an aggregate). Records at or below ``skip_through``
     (a checkpoint; sub-sequence included) are dropped. With ``hash_range``,
     an aggregate holding any sub-record outside it is dropped whole.
+
+    Records parsed by the fast path (:class:`FastRecords`) come out as
+    ``EncodedRecords`` (JSON text spliced from their columns, see
+    ``daemon.fast_records``) unless a checkpoint is to be skipped through.
     """
+    if type(raw) is FastRecords and skip_through is None:
+        spliced = splice_batch(raw, hash_range)
+        if spliced is not None:
+            return Converted(
+                spliced.records,
+                spliced.byte_size,
+                spliced.dropped_sequence_numbers,
+                spliced.last_sequence_number,
+                spliced.last_position,
+                len(raw),
+            )
+    out = _convert_each(raw, skip_through, hash_range)
+    out.kinesis_records = len(raw)
+    if out.records:
+        last = out.records[-1]
+        out.last_position = ExtendedSequenceNumber(
+            last["sequenceNumber"], last["subSequenceNumber"]
+        )
+    return out
+
+
+def _deaggregate_base64(text: str) -> list[SubRecord] | None:
+    try:
+        blob = binascii.a2b_base64(text)
+    except (binascii.Error, ValueError):
+        return None  # not base64 after all: passed on as it came
+    return deaggregate(blob)
+
+
+def _convert_each(
+    raw: Sequence[Mapping[str, Any]],
+    skip_through: ExtendedSequenceNumber | None,
+    hash_range: tuple[int, int] | None,
+) -> Converted:
+    """convert_records, one record at a time (boto3's records, aggregates, skips)."""
     out = Converted()
-    records = out.records
+    records: list[WireRecord] = []
+    out.records = records
     append = records.append
     size = 0
     skip_seq = int(skip_through.sequence_number) if skip_through is not None else None
@@ -201,11 +242,7 @@ def convert_records(
         arrival = arrival_millis(record.get("ApproximateArrivalTimestamp"))
         key = record.get("PartitionKey") or ""
         if type(data) is str:
-            subs = (
-                deaggregate(base64.b64decode(data))
-                if data.startswith(MAGIC_BASE64_PREFIX)
-                else None
-            )
+            subs = _deaggregate_base64(data) if data.startswith(MAGIC_BASE64_PREFIX) else None
             if subs is None:
                 if skip_sub < 0:
                     append(wire_record(data, key, seq, arrival))
@@ -503,7 +540,7 @@ class ShardFetcher:
         self, sent: str, response: Mapping[str, Any], converted: Converted, confirming: bool
     ) -> tuple[str | None, bool]:
         """Account for one response and buffer its batch; the next iterator (None when ended)."""
-        raw_count = len(response.get("Records") or ())
+        raw_count = converted.kinesis_records
         self.stats.records_fetched += raw_count
         if converted.last_sequence_number is not None:
             self._last_fetched = converted.last_sequence_number
@@ -575,14 +612,21 @@ class ShardFetcher:
     def _get_records(
         self, iterator: str, skip_through: ExtendedSequenceNumber | None
     ) -> tuple[Mapping[str, Any], Converted]:
-        """One GetRecords call and its conversion; runs in the executor."""
+        """One GetRecords call and its conversion; runs in the executor.
+
+        The response comes back without its ``Records`` (``converted`` has them).
+        """
         request: dict[str, Any] = {"ShardIterator": iterator, "Limit": self._max_records}
         if "StreamARN" in self._stream:
             request["StreamARN"] = self._stream["StreamARN"]
         response = self._client.get_records(**request)
-        converted = convert_records(
-            response.get("Records") or (), skip_through=skip_through, hash_range=self._hash_range
-        )
+        records = response.get("Records") or ()
+        response = {key: value for key, value in response.items() if key != "Records"}
+        converted = convert_records(records, skip_through=skip_through, hash_range=self._hash_range)
+        # The records go here, in this thread, not when the event loop next
+        # rebinds the response: a fetcher waiting for buffer room would keep
+        # megabytes of record dicts alive, per shard.
+        del records
         return response, converted
 
     async def _after_failure(self, error: BaseException, operation: str) -> None:

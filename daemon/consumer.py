@@ -398,13 +398,17 @@ class ShardConsumer:
             finally:
                 for signal in (*signals, exited):
                     signal.cancel()
+            # A stop or a lost lease wins over a ready batch: on a busy shard a
+            # batch is always ready, and the child must still get its
+            # shutdownRequested (and final checkpoint) within the grace time.
+            if self._stopping():
+                fetch.cancel()
+                return None
             if fetch in done:
                 break
             fetch.cancel()
-            if exited in done and not self._stopping():
+            if exited in done:
                 raise ChildFailed(f"exited between batches: {exited.result().description}")
-            if self._stopping():
-                return None
             await self._refetch_closed_shard()
         try:
             return fetch.result()

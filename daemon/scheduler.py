@@ -73,13 +73,17 @@ class Scheduler:
         self._fetching_open: set[str] = set()
         self._housekeeping: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        # Lease writes get threads of their own: behind a queue of slow
+        # GetRecords calls on a busy daemon, renewals would miss the failover
+        # time and leases would be lost for no reason.
+        self._lease_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="leases")
         self.coordinator = LeaseCoordinator(
             self.store,
             config.worker_id,
             failover_s=config.failover_time_millis / 1000,
             max_leases_for_worker=config.max_leases_for_worker,
             max_leases_to_steal=config.max_leases_to_steal_at_one_time,
-            executor=executor,
+            executor=self._lease_executor,
             on_taken=self._start_consumer,
             on_lost=self._consumer_lost,
             on_hand_off=self._hand_off,
@@ -341,6 +345,7 @@ class Scheduler:
             await self.shutdown()
             coordinator_stop.set()
             await asyncio.gather(*background, return_exceptions=True)
+            self._lease_executor.shutdown(wait=False, cancel_futures=True)
 
     async def shutdown(self) -> None:
         """shutdownRequested to every child, final checkpoints, leases released."""

@@ -314,46 +314,6 @@ def leases_to_reclaim(
     )
 
 
-def leases_to_release_for_balance(
-    leases: Iterable[Lease],
-    my_worker_id: str,
-    expired_keys: Collection[str],
-    max_leases_for_worker: int | None,
-    *,
-    max_to_release: int = 1,
-    min_deficit: int = 2,
-) -> list[Lease]:
-    """Which of my leases to hand off gracefully (checkpoint, then evict).
-
-    Releasing beats being stolen from: the new owner starts at a fresh
-    checkpoint instead of re-processing everything since the last one. I
-    release only when I hold more than the target, nothing is available to
-    take, and a visible peer holds at least ``min_deficit`` fewer than the
-    target (default 2, i.e. fewer than target - 1: a peer one short is the
-    normal rounding of ``ceil`` and left to the ordinary steal). A peer that
-    holds no lease at all is invisible in the table, so it gets its leases
-    by stealing. At most ``max_to_release`` per call, highest keys first.
-    """
-    balance = _balance(leases, my_worker_id, expired_keys, max_leases_for_worker)
-    mine = [
-        lease
-        for lease in balance.active
-        if lease.lease_owner == my_worker_id and lease.lease_key not in expired_keys
-    ]
-    surplus = len(mine) - balance.target
-    if surplus <= 0 or balance.available:
-        return []
-    deficit = sum(
-        balance.target - count
-        for worker, count in balance.live_counts.items()
-        if worker != my_worker_id and balance.target - count >= min_deficit
-    )
-    if deficit <= 0:
-        return []
-    count = min(surplus, deficit, max_to_release)
-    return sorted(mine, key=lambda lease: lease.lease_key, reverse=True)[:count]
-
-
 def leases_to_hand_off(
     leases: Iterable[Lease],
     my_worker_id: str,

@@ -11,7 +11,6 @@ from daemon.leases.policy import (
     ExpiryTracker,
     choose_leases_to_take,
     leases_to_reclaim,
-    leases_to_release_for_balance,
 )
 from daemon.sequence import SHARD_END, ExtendedSequenceNumber
 
@@ -242,33 +241,6 @@ def test_random_order_takes_the_same_number_and_is_reproducible_by_seed() -> Non
 def test_restarted_worker_reclaims_unfinished_leases_naming_it() -> None:
     leases = owned(ME, 1, 2, 3) + owned("peer", 4) + [lease("done", ME, finished=True)]
     assert keys(leases_to_reclaim(leases, ME, held_keys={"shard-02"})) == ["shard-01", "shard-03"]
-
-
-def test_overloaded_worker_releases_one_to_a_starved_peer() -> None:
-    leases = owned(ME, 1, 2, 3, 4, 5) + owned("peer", 6)
-    assert keys(leases_to_release_for_balance(leases, ME, set(), None)) == ["shard-05"]
-
-
-def test_no_release_when_peer_is_one_short_of_target() -> None:
-    leases = owned(ME, 1, 2, 3, 4) + owned("peer", 5, 6)
-    assert leases_to_release_for_balance(leases, ME, set(), None) == []
-    assert len(leases_to_release_for_balance(leases, ME, set(), None, min_deficit=1)) == 1
-
-
-def test_no_release_at_or_below_target() -> None:
-    leases = owned(ME, 1, 2, 3) + owned("peer", 4)
-    assert leases_to_release_for_balance(leases, ME, set(), None) == []
-
-
-def test_no_release_while_leases_are_available_to_the_peer() -> None:
-    leases = owned(ME, 1, 2, 3, 4, 5) + owned("peer", 6) + [lease("shard-07", None)]
-    assert leases_to_release_for_balance(leases, ME, set(), None) == []
-
-
-def test_release_count_limited_by_cap_and_deficit() -> None:
-    leases = owned(ME, *range(1, 10)) + owned("peer", 10)
-    released = leases_to_release_for_balance(leases, ME, set(), None, max_to_release=10)
-    assert keys(released) == ["shard-09", "shard-08", "shard-07", "shard-06"]
 
 
 def test_tracker_reads_its_injected_clock_when_not_given_now() -> None:

@@ -32,23 +32,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import cpu_model  # noqa: E402
+
 # aws_kinesis_agg.aggregator puts its folder on sys.path for its generated
 # protobuf modules, so it goes first.
 from aws_kinesis_agg.aggregator import RecordAggregator  # noqa: E402  # isort: skip
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records  # noqa: E402  # isort: skip
 
 from protocol.aggregation import Aggregator, UserRecord, deaggregate  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def make_records(count: int, data_size: int, distinct_keys: int, seed: int) -> list[UserRecord]:

@@ -11,19 +11,20 @@ Schedule with the defaults (initial 0.5 s, cap 30 s, equal jitter: a delay is
 uniform in [ceiling/2, ceiling])::
 
     restart since the last healthy run    ceiling      delay
-    1st (after a healthy run, or the      0.5 s        0.25 - 0.5 s
-         first failure of all)
+    after a healthy run                   -            0 - 0.05 s
+    1st short-lived run                   0.5 s        0.25 - 0.5 s
     2nd                                   1 s          0.5 - 1 s
-    3rd                                   2 s          1 - 2 s
     n-th                                  0.5 * 2**(n-1), at most 30 s
     7th and later                         30 s         15 - 30 s
     short-lived run number budget + 1     give up
 
-So a child that crashes after running a while (kill -9, OOM) is replaced
-within half a second, while one that dies at start-up backs off to the cap
-within seven attempts. Equal jitter keeps a floor under every delay (full
-jitter may draw 0 s) and still spreads out the restarts of many shards whose
-children crash together (a bad deploy).
+So a child that crashes after running a while (kill -9, OOM) is replaced at
+once -- its shard has stalled, and nothing suggests the next child will fail
+too -- while one that dies at start-up backs off to the cap within seven
+attempts. The up to 50 ms after a healthy run (a tenth of the first delay)
+only spreads out the restarts of many children that crash together, as
+equal jitter does for the later delays, which also keeps a floor under each
+of them (full jitter may draw 0 s).
 
 No clock is held: the caller passes the run's uptime (``ChildProcess.uptime``),
 so the only thing to fake in tests is the random source.
@@ -31,9 +32,13 @@ so the only thing to fake in tests is the random source.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from daemon.backoff import Backoff, Jitter, RandomSource
+
+#: After a healthy run the restart waits at most this fraction of the first back-off.
+HEALTHY_RESTART_SPREAD = 0.1
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,8 @@ class RestartPolicy:
             raise ValueError(f"budget must not be negative, got {budget}")
         self.min_uptime_s = min_uptime_s
         self.budget = budget
-        self._backoff = Backoff(initial_backoff_s, max_backoff_s, rng=rng, jitter=jitter)
+        self._rng: RandomSource = rng if rng is not None else random.Random()
+        self._backoff = Backoff(initial_backoff_s, max_backoff_s, rng=self._rng, jitter=jitter)
         self._failures = 0
 
     @property
@@ -88,10 +94,14 @@ class RestartPolicy:
         if uptime_s >= self.min_uptime_s and not self.exhausted:
             self._failures = 0
             self._backoff.reset()
-            reason = f"ran {uptime_s:.1f}s, healthy (>= {self.min_uptime_s:g}s)"
-        else:
-            self._failures += 1
-            reason = f"ran {uptime_s:.1f}s (< {self.min_uptime_s:g}s), {self._failures} in a row"
+            return RestartDecision(
+                give_up=False,
+                delay_s=self._rng.random() * self._backoff.initial_s * HEALTHY_RESTART_SPREAD,
+                consecutive_failures=0,
+                reason=f"ran {uptime_s:.1f}s, healthy (>= {self.min_uptime_s:g}s)",
+            )
+        self._failures += 1
+        reason = f"ran {uptime_s:.1f}s (< {self.min_uptime_s:g}s), {self._failures} in a row"
         if self.exhausted:
             return RestartDecision(
                 give_up=True,

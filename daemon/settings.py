@@ -450,7 +450,8 @@ class Config:
 
     child_restart_backoff_millis: int = _setting(
         "childRestartBackoffMillis", _MILLIS, 500, _CHILD,
-        "First delay before restarting a failed child; doubles per failure, with jitter")
+        "First delay before restarting a child that failed soon after starting; doubles per "
+        "failure, with jitter (after a healthy run the restart is immediate)")
     child_restart_max_backoff_millis: int = _setting(
         "childRestartMaxBackoffMillis", _MILLIS, 30000, _CHILD,
         "Longest delay between child restarts")

@@ -21,11 +21,21 @@ SHORT = 0.1
 HEALTHY = 60.0
 
 
-def test_first_restart_after_a_healthy_run_is_within_half_a_second() -> None:
-    decision = policy().record_exit(HEALTHY)
+@pytest.mark.parametrize("draw", [0.0, 0.999999])
+def test_a_restart_after_a_healthy_run_waits_at_most_a_tenth_of_the_first_back_off(
+    draw: float,
+) -> None:
+    decision = policy(draw=draw).record_exit(HEALTHY)
+    assert not decision.give_up
+    assert 0.0 <= decision.delay_s <= 0.05
+    assert decision.consecutive_failures == 0
+
+
+def test_the_first_short_lived_run_backs_off_half_a_second() -> None:
+    decision = policy(draw=0.0).record_exit(SHORT)
     assert not decision.give_up
     assert 0.25 <= decision.delay_s <= 0.5
-    assert decision.consecutive_failures == 0
+    assert decision.consecutive_failures == 1
 
 
 def test_delays_double_with_each_short_run_in_a_row() -> None:
@@ -57,9 +67,12 @@ def test_full_jitter_can_draw_down_to_zero() -> None:
 
 
 def test_default_random_source_jitters_within_bounds() -> None:
-    delays = [RestartPolicy().record_exit(HEALTHY).delay_s for _ in range(200)]
+    delays = [RestartPolicy().record_exit(SHORT).delay_s for _ in range(200)]
     assert all(0.25 <= delay <= 0.5 for delay in delays)
     assert len(set(delays)) > 1
+    healthy = [RestartPolicy().record_exit(HEALTHY).delay_s for _ in range(200)]
+    assert all(0.0 <= delay <= 0.05 for delay in healthy)
+    assert len(set(healthy)) > 1
 
 
 def test_a_healthy_run_resets_the_failure_count_and_the_back_off() -> None:
@@ -69,8 +82,8 @@ def test_a_healthy_run_resets_the_failure_count_and_the_back_off() -> None:
     assert restarts.consecutive_failures == 4
     decision = restarts.record_exit(HEALTHY)
     assert decision.consecutive_failures == 0
-    assert decision.delay_s == pytest.approx(0.5, rel=1e-5)
-    assert restarts.record_exit(SHORT).delay_s == pytest.approx(1.0, rel=1e-5)
+    assert decision.delay_s == pytest.approx(0.05, rel=1e-5)
+    assert restarts.record_exit(SHORT).delay_s == pytest.approx(0.5, rel=1e-5)
 
 
 def test_run_of_exactly_min_uptime_counts_as_healthy() -> None:

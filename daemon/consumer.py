@@ -51,9 +51,9 @@ from protocol.messages import (
     ShardEnded,
     ShutdownRequested,
     Status,
-    WireRecord,
     decode_child_line,
 )
+from protocol.records import WireRecord
 
 
 class Fetcher(Protocol):
@@ -150,6 +150,7 @@ class ShardConsumer:
         self._shard_closed = asyncio.Event()
         self._reason: ShutdownReason | None = None
         self._child: ChildProcess | None = None
+        self._record_columns = False  # the child asked for recordColumns (protocol.records)
         self._fetcher: Fetcher | None = None
         self._largest_delivered: ExtendedSequenceNumber | None = None
         # Poison-record handling: the records of the processRecords in flight,
@@ -349,7 +350,7 @@ class ShardConsumer:
         except KclDaemonError as error:
             raise ChildFailed(f"could not start: {error}") from error
         pending = lease.pending_checkpoint
-        await self._exchange(
+        answer = await self._exchange(
             Initialize(
                 self.shard_id,
                 start.sequence_number,
@@ -359,6 +360,8 @@ class ShardConsumer:
             ).encode(),
             "initialize",
         )
+        # The record-columns extension (protocol.records), for this child's life.
+        self._record_columns = answer.record_columns
         if self._bisector is not None:
             start = await self._bisect(start)
         self._fetcher = self._make_fetcher(self.shard_id, start)
@@ -434,7 +437,10 @@ class ShardConsumer:
             self._largest_delivered = batch.last_position
         self._delivering = batch.records
         await self._exchange(
-            ProcessRecords(batch.records, batch.millis_behind_latest).encode(), "processRecords"
+            ProcessRecords(
+                batch.records, batch.millis_behind_latest, self._record_columns
+            ).encode(),
+            "processRecords",
         )
         self._delivering = None
         if self._failures is not None:
@@ -495,7 +501,9 @@ class ShardConsumer:
             segment = bisector.current()
             self._delivering = segment
             self._largest_delivered = _position(segment[-1])
-            await self._exchange(ProcessRecords(segment, None).encode(), "processRecords")
+            await self._exchange(
+                ProcessRecords(segment, None, self._record_columns).encode(), "processRecords"
+            )
             self._delivering = None
             bisector.succeeded()
         last = _position(bisector.records[-1])
@@ -563,8 +571,8 @@ class ShardConsumer:
 
     # -- the exchange -------------------------------------------------------------
 
-    async def _exchange(self, line: bytes, action: str, timeout: float | None = None) -> None:
-        """Send one action and serve checkpoints until its ``status`` comes back."""
+    async def _exchange(self, line: bytes, action: str, timeout: float | None = None) -> Status:
+        """Send one action and serve checkpoints until its ``status`` comes back; that status."""
         child = self._child
         assert child is not None
         self._current_action = action
@@ -590,7 +598,7 @@ class ShardConsumer:
                         raise ChildFailed(
                             f"status for {message.response_for!r} while waiting for {action!r}"
                         )
-                    return
+                    return message
                 if isinstance(message, CheckpointRequest):
                     reply = await self._serve_checkpoint(message, action)
                     await child.send(reply.encode())

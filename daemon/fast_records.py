@@ -3,10 +3,11 @@
 Owns what ``fastGetRecords`` does to records after orjson has parsed a body
 (``daemon.kinesis_client`` hands them over as :class:`FastRecords`): their
 values taken out as columns while their types are checked, and the
-``records`` array of the child's ``processRecords`` message spliced from
-those columns as JSON text (:func:`protocol.messages.splice_records`), KPL
-aggregates included. ``daemon.retrieval`` uses :func:`splice_batch` and
-falls back to its record-by-record conversion whenever this returns None.
+records of the child's ``processRecords`` message kept as those columns
+(:class:`protocol.records.EncodedRecords`, which splices them into JSON
+text in the form the child asked for), KPL aggregates included.
+``daemon.retrieval`` uses :func:`splice_batch` and falls back to its
+record-by-record conversion whenever this returns None.
 
 Why splicing is exact: a body with no backslash holds no JSON escape, so
 every string orjson decoded from it is written back by JSON verbatim (JSON
@@ -36,7 +37,7 @@ from typing import Any
 from daemon.sequence import ExtendedSequenceNumber
 from protocol._protobuf import WireFormatError, parse_aggregated_record
 from protocol.aggregation import MAGIC, SubRecord, all_in_hash_range
-from protocol.messages import EncodedRecords, splice_records
+from protocol.records import EncodedRecords
 
 #: Every aggregate's base64 starts with these 5 characters (the magic's first
 #: 30 bits). The 6th depends on the next byte too: it is "g" ("84mawg") only
@@ -219,11 +220,10 @@ def splice_batch(raw: FastRecords, hash_range: tuple[int, int] | None) -> Splice
     if MAGIC_BASE64_PREFIX not in text or not any(
         map(str.startswith, data, repeat(MAGIC_BASE64_PREFIX))
     ):
-        json = splice_records(
-            data, raw.partition_keys, sequence_numbers, millis_text(raw.arrival_times)
-        )
         return Spliced(
-            EncodedRecords(json, len(data)),
+            EncodedRecords(
+                data, raw.partition_keys, sequence_numbers, millis_text(raw.arrival_times)
+            ),
             # Exact for well-formed base64 (lengths a multiple of 4, "=" only
             # as padding), which is all Kinesis sends.
             len(text) * 3 // 4 - text.count("="),
@@ -283,10 +283,9 @@ def _splice_with_aggregates(raw: FastRecords, hash_range: tuple[int, int] | None
         out_subs += sub_sequence_texts(count)
         size += sum(map(len, aggregate.data))
         last_sub = count - 1
-    json = splice_records(out_data, out_keys, out_sequences, out_millis, out_subs)
     last_position = ExtendedSequenceNumber(out_sequences[-1], last_sub) if out_sequences else None
     return Spliced(
-        EncodedRecords(json, len(out_data)),
+        EncodedRecords(out_data, out_keys, out_sequences, out_millis, out_subs),
         size,
         raw.sequence_numbers[-1],
         last_position,

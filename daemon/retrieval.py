@@ -12,10 +12,10 @@ not stall the other shards' pipes).
 
 Conversion has two routes with the same results. Records parsed by the fast
 GetRecords path (``fastGetRecords``, see ``daemon.kinesis_client``) come with
-their fields as columns, and ``daemon.fast_records`` splices the child's JSON
-straight from them: the batch's ``records`` is then a
-``protocol.messages.EncodedRecords`` (a read-only sequence of WireRecords that
-``ProcessRecords.encode`` copies in as it is). Everything else -- boto3's
+their fields as columns, and ``daemon.fast_records`` keeps the child's
+values as columns: the batch's ``records`` is then a
+``protocol.records.EncodedRecords`` (a read-only sequence of WireRecords
+that ``ProcessRecords.encode`` splices into the message as JSON text). Everything else -- boto3's
 records, the first response after a checkpoint, strings that need escaping --
 is converted one record at a time into WireRecord dicts.
 
@@ -97,7 +97,7 @@ from daemon.kinesis_client import ErrorKind, classify_error, fatal_error
 from daemon.logs import get_logger
 from daemon.sequence import AT_TIMESTAMP, LATEST, TRIM_HORIZON, ExtendedSequenceNumber
 from protocol.aggregation import MAGIC, SubRecord, all_in_hash_range, deaggregate
-from protocol.messages import WireRecord, wire_record
+from protocol.records import WireRecord, wire_record
 
 T = TypeVar("T")
 
@@ -181,7 +181,7 @@ def convert_records(
     an aggregate holding any sub-record outside it is dropped whole.
 
     Records parsed by the fast path (:class:`FastRecords`) come out as
-    ``EncodedRecords`` (JSON text spliced from their columns, see
+    ``EncodedRecords`` (columns of wire-ready values, see
     ``daemon.fast_records``) unless a checkpoint is to be skipped through.
     """
     if type(raw) is FastRecords and skip_through is None:

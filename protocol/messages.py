@@ -36,52 +36,29 @@ A child that never sends ``prepare`` sees the classic protocol; the official
 daemon simply never announces the extension. ``Initialize.encode`` omits the
 extension fields when ``extensions=False`` (that is the official wire form,
 which the golden transcripts check byte for byte).
+
+The record objects of ``processRecords``, their splicing and the record-columns
+extension are in ``protocol.records``.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict, overload
+from typing import Any
 
 import orjson
 
+from protocol.records import (
+    EncodedRecords,
+    WireRecord,
+    columns_to_records,
+    records_to_columns,
+)
+
 # -- daemon -> child ----------------------------------------------------------
-
-
-class WireRecord(TypedDict):
-    """A record object as it travels inside ``processRecords``.
-
-    Built as a plain dict (not a class instance) because the daemon creates
-    hundreds of thousands per second and orjson serialises dicts fastest.
-    """
-
-    data: str
-    partitionKey: str
-    sequenceNumber: str
-    approximateArrivalTimestamp: int
-    subSequenceNumber: int
-    action: str
-
-
-def wire_record(
-    data_b64: str,
-    partition_key: str,
-    sequence_number: str,
-    approximate_arrival_timestamp: int,
-    sub_sequence_number: int = 0,
-) -> WireRecord:
-    """One record object, in the official daemon's field order."""
-    return {
-        "data": data_b64,
-        "partitionKey": partition_key,
-        "sequenceNumber": sequence_number,
-        "approximateArrivalTimestamp": approximate_arrival_timestamp,
-        "subSequenceNumber": sub_sequence_number,
-        "action": "record",
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,118 +79,20 @@ class Initialize:
             "subSequenceNumber": self.sub_sequence_number,
         }
         if extensions:
+            body["recordColumns"] = True
             body["preparedCheckpoints"] = True
             body["pendingCheckpointSequenceNumber"] = self.pending_checkpoint_sequence_number
             body["pendingCheckpointSubSequenceNumber"] = self.pending_checkpoint_sub_sequence_number
         return orjson.dumps(body)
 
 
-# The pieces of one record object around its five values, for splicing.
-_DATA = '{"data":"'
-_KEY = '","partitionKey":"'
-_SEQUENCE = '","sequenceNumber":"'
-_ARRIVAL = '","approximateArrivalTimestamp":'
-_SUB = ',"subSequenceNumber":'
-_END = ',"action":"record"},'
-_LAST_END = ',"action":"record"}'
-_SUB_ZERO_END = _SUB + "0" + _END
-
-
-def splice_records(
-    data_b64: Sequence[str],
-    partition_keys: Sequence[str],
-    sequence_numbers: Sequence[str],
-    arrival_millis: Iterable[int | str],
-    sub_sequence_numbers: Iterable[int | str] | None = None,
-) -> bytes:
-    """The JSON array of record objects for parallel columns of values, built by splicing.
-
-    Byte for byte what ``orjson.dumps([wire_record(...), ...])`` writes, but
-    with no dict per record: the text is assembled by slice assignments and
-    one join, which costs less than building the dicts alone. Only for strings that JSON writes
-    verbatim (no ``"``, no ``\\``, no control character): the caller
-    guarantees that (base64 always qualifies; the daemon checks the rest).
-    Numbers may come as integers or, in a list, all as their decimal text.
-    ``sub_sequence_numbers`` None means 0 for every record.
-    """
-    count = len(data_b64)
-    if not count:
-        return b"[]"
-    if sub_sequence_numbers is None:
-        pieces: list[str] = [_DATA, "", _KEY, "", _SEQUENCE, "", _ARRIVAL, "", _SUB_ZERO_END]
-        pieces *= count
-        pieces[7::9] = _as_text(arrival_millis)
-        pieces[-1] = _SUB + "0" + _LAST_END + "]"
-    else:
-        pieces = [_DATA, "", _KEY, "", _SEQUENCE, "", _ARRIVAL, "", _SUB, "", _END] * count
-        pieces[7::11] = _as_text(arrival_millis)
-        pieces[9::11] = _as_text(sub_sequence_numbers)
-        pieces[-1] = _LAST_END + "]"
-    step = len(pieces) // count
-    pieces[0] = "[" + _DATA
-    pieces[1::step] = data_b64
-    pieces[3::step] = partition_keys
-    pieces[5::step] = sequence_numbers
-    return "".join(pieces).encode()
-
-
-def _as_text(numbers: Iterable[int | str]) -> Iterable[str]:
-    if isinstance(numbers, list) and numbers and type(numbers[0]) is str:
-        return numbers  # already text (all of it: the caller's promise)
-    return map(str, numbers)
-
-
-class EncodedRecords(Sequence[WireRecord]):
-    """Record objects already encoded as one JSON array; a read-only sequence of WireRecords.
-
-    The daemon's fast path builds the array text straight from a GetRecords
-    response (:func:`splice_records`) and ``ProcessRecords.encode`` splices it
-    into the message as it is. Reading an item decodes the array once (then
-    the dicts are kept), so code that looks at records still sees WireRecords.
-    """
-
-    __slots__ = ("json", "_count", "_decoded")
-
-    def __init__(self, json: bytes, count: int) -> None:
-        self.json = json
-        self._count = count
-        self._decoded: list[WireRecord] | None = None
-
-    def _records(self) -> list[WireRecord]:
-        if self._decoded is None:
-            self._decoded = orjson.loads(self.json)
-        return self._decoded
-
-    def __len__(self) -> int:
-        return self._count
-
-    @overload
-    def __getitem__(self, index: int) -> WireRecord: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[WireRecord]: ...
-    def __getitem__(self, index: int | slice) -> WireRecord | list[WireRecord]:
-        return self._records()[index]
-
-    def __iter__(self) -> Iterator[WireRecord]:
-        return iter(self._records())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, EncodedRecords):
-            return self.json == other.json
-        if isinstance(other, list | tuple):
-            return self._records() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"EncodedRecords({self._count} records, {len(self.json)} bytes)"
-
-
 @dataclass(frozen=True, slots=True)
 class ProcessRecords:
+    """A batch for the child; ``columns`` True sends ``recordColumns`` (the extension)."""
+
     records: Sequence[WireRecord]
     millis_behind_latest: int | None = None
+    columns: bool = False
 
     action = "processRecords"
 
@@ -222,12 +101,22 @@ class ProcessRecords:
         if type(records) is EncodedRecords:
             return b"".join(
                 (
-                    b'{"action":"processRecords","records":',
-                    records.json,
+                    b'{"action":"processRecords","recordColumns":'
+                    if self.columns
+                    else b'{"action":"processRecords","records":',
+                    records.columns_json if self.columns else records.json,
                     b',"millisBehindLatest":',
                     orjson.dumps(self.millis_behind_latest),
                     b"}",
                 )
+            )
+        if self.columns:
+            return orjson.dumps(
+                {
+                    "action": "processRecords",
+                    "recordColumns": records_to_columns(records),
+                    "millisBehindLatest": self.millis_behind_latest,
+                }
             )
         return orjson.dumps(
             {
@@ -299,11 +188,19 @@ ACTIONS_NEEDING_STATUS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Status:
+    """A child's answer to an action; ``record_columns`` asks for the extension
+    (meaningful in the answer to ``initialize`` only)."""
+
     response_for: str
+    record_columns: bool = False
 
     action = "status"
 
     def encode(self) -> bytes:
+        if self.record_columns:
+            return orjson.dumps(
+                {"action": "status", "responseFor": self.response_for, "recordColumns": True}
+            )
         return orjson.dumps({"action": "status", "responseFor": self.response_for})
 
 
@@ -453,7 +350,7 @@ def decode_child_line(line: bytes | str) -> ChildMessage | DecodeProblem:
                 f"status.responseFor must be a string, got {response_for!r:.60}",
                 "status",
             )
-        return Status(response_for)
+        return Status(response_for, body.get("recordColumns") is True)
     if action == "checkpoint":
         try:
             sequence_number = _as_sequence_number(body.get("sequenceNumber"))
@@ -476,6 +373,9 @@ def decode_daemon_line(line: bytes | str) -> DaemonMessage | DecodeProblem:
     action = body["action"]
     try:
         if action == "processRecords":
+            if "recordColumns" in body and "records" not in body:
+                from_columns = columns_to_records(body["recordColumns"])
+                return ProcessRecords(from_columns, body.get("millisBehindLatest"), columns=True)
             records = body.get("records")
             if not isinstance(records, list):
                 raise TypeError("processRecords.records must be a list")

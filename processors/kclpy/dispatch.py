@@ -3,7 +3,8 @@
 amazon_kclpy decodes with ``json.loads(line, object_hook=...)``, building a
 Python object for every nested JSON object. Here a line is decoded once by
 ``orjson.loads`` (in ``_channel``) and only the record list is wrapped, one
-thin ``Record`` per record object.
+thin ``Record`` per record object; records that come as ``recordColumns``
+(the extension in ``protocol.records``) become ``ColumnRecord`` tuples.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ class MalformedAction(Exception):
 
 
 def _process_records(json_dict: dict[str, Any]) -> messages.ProcessRecordsInput:
+    if "recordColumns" in json_dict and "records" not in json_dict:
+        try:
+            json_dict["records"] = messages.column_records(json_dict.pop("recordColumns"))
+        except ValueError as error:
+            raise MalformedAction(f"processRecords: {error}") from None
+        return messages.ProcessRecordsInput(json_dict)
     records = json_dict.get("records")
     if not isinstance(records, list):
         raise MalformedAction(f"processRecords without a records list: {_preview(json_dict)}")

@@ -14,10 +14,12 @@ partition key or sequence number never pays for them.
 from __future__ import annotations
 
 import binascii
+from abc import ABCMeta
 from datetime import datetime
 from typing import Any
 
 from processors.kclpy.checkpoint_error import CheckpointError
+from protocol.records import RECORD_FIELDS
 
 
 class MessageDispatcher:
@@ -50,6 +52,7 @@ class InitializeInput(MessageDispatcher):
         # The prepared-checkpoint extension (see protocol.messages); absent
         # when the daemon is the official one.
         self._supports_prepared = json_dict.get("preparedCheckpoints") is True
+        self._offers_record_columns = json_dict.get("recordColumns") is True
         self._pending_sequence_number = json_dict.get("pendingCheckpointSequenceNumber")
         self._pending_sub_sequence_number = json_dict.get("pendingCheckpointSubSequenceNumber")
 
@@ -70,6 +73,11 @@ class InitializeInput(MessageDispatcher):
     def supports_prepared_checkpoints(self) -> bool:
         """True when the daemon announced the prepared-checkpoint extension."""
         return self._supports_prepared
+
+    @property
+    def offers_record_columns(self) -> bool:
+        """True when the daemon offered the record-columns extension (protocol.records)."""
+        return self._offers_record_columns
 
     @property
     def pending_checkpoint_sequence_number(self) -> str | None:
@@ -235,7 +243,7 @@ class CheckpointInput:
         return self._prepare
 
 
-class Record:
+class Record(metaclass=ABCMeta):  # noqa: B024 - ABCMeta only to register ColumnRecord
     """One Kinesis record (or one user record out of a KPL aggregate).
 
     Holds the record's JSON object and nothing else; every field is read on
@@ -295,3 +303,89 @@ class Record:
             f"sub_sequence_number={fields.get('subSequenceNumber')!r}, "
             f"partition_key={fields.get('partitionKey')!r})"
         )
+
+
+_value = tuple.__getitem__
+_FIELD_INDEX = {name: index for index, name in enumerate(RECORD_FIELDS)}
+
+
+class ColumnRecord(tuple):  # type: ignore[type-arg]
+    """A record that arrived in ``recordColumns``: the same interface as :class:`Record`.
+
+    A tuple of the record's five values in ``protocol.messages.RECORD_FIELDS``
+    order, so a batch's records are built by ``zip`` and the tuple type in C,
+    with no Python call per record (about half of what decoding a batch of
+    record objects costs). ``isinstance(record, Record)`` holds. Being a
+    tuple it also compares by value, which a dict-backed Record does not.
+    """
+
+    __slots__ = ()
+
+    @property
+    def binary_data(self) -> bytes:
+        """The payload, decoded from base64 on each access (nothing is cached)."""
+        return binascii.a2b_base64(_value(self, 0))
+
+    @property
+    def data(self) -> str:
+        """The payload as the daemon sent it: a base64 string."""
+        return _value(self, 0)  # type: ignore[no-any-return]
+
+    @property
+    def partition_key(self) -> str:
+        return _value(self, 1)  # type: ignore[no-any-return]
+
+    @property
+    def sequence_number(self) -> str:
+        return _value(self, 2)  # type: ignore[no-any-return]
+
+    @property
+    def timestamp_millis(self) -> int:
+        """When Kinesis accepted the record, in epoch milliseconds."""
+        return int(_value(self, 3))
+
+    @property
+    def approximate_arrival_timestamp(self) -> datetime:
+        """``timestamp_millis`` as a naive local datetime, as amazon_kclpy gives it."""
+        return datetime.fromtimestamp(self.timestamp_millis / 1000.0)
+
+    @property
+    def sub_sequence_number(self) -> int:
+        """Position inside a KPL aggregate; 0 for a plain record."""
+        return _value(self, 4)  # type: ignore[no-any-return]
+
+    def get(self, field: str) -> Any:
+        return self[field]
+
+    def __getitem__(self, field: Any) -> Any:
+        """A field by its JSON name, as ``Record`` reads its JSON object."""
+        index = _FIELD_INDEX.get(field)
+        if index is None:
+            if field == "action":
+                return "record"
+            raise KeyError(field)
+        return _value(self, index)
+
+    def __repr__(self) -> str:
+        return (
+            f"Record(sequence_number={self.sequence_number!r}, "
+            f"sub_sequence_number={self.sub_sequence_number!r}, "
+            f"partition_key={self.partition_key!r})"
+        )
+
+
+Record.register(ColumnRecord)
+
+
+def column_records(columns: Any) -> list[ColumnRecord]:
+    """The records of a ``recordColumns`` object; ValueError when it is not five lists
+    of equal length (values are read on access, as ``Record`` reads its object)."""
+    try:
+        lists = [columns[name] for name in RECORD_FIELDS]
+    except (KeyError, TypeError):
+        raise ValueError(f"recordColumns must hold the lists {', '.join(RECORD_FIELDS)}") from None
+    if not all(type(values) is list for values in lists):
+        raise ValueError(f"recordColumns must hold the lists {', '.join(RECORD_FIELDS)}")
+    if len(set(map(len, lists))) > 1:
+        raise ValueError("recordColumns lists differ in length")
+    return list(map(ColumnRecord, zip(*lists, strict=True)))

@@ -159,7 +159,11 @@ def main() -> None:
         noise=os.environ.get("KCL_SAMPLE_NOISE") == "1",
         raise_on=os.environ.get("KCL_SAMPLE_RAISE") or None,
     )
-    kcl.KCLProcess(record_processor).run()
+    process = kcl.KCLProcess(record_processor)
+    # KCL_SAMPLE_RECORD_COLUMNS=0: decline the record-columns extension, as a
+    # transcript's child may (amazon_kclpy has no such choice and never asks).
+    process.record_columns = os.environ.get("KCL_SAMPLE_RECORD_COLUMNS", "1") != "0"
+    process.run()
 
 
 if __name__ == "__main__":

@@ -95,8 +95,22 @@ def script_from_transcript(turns: Sequence[Turn]) -> list[list[dict[str, Any]]]:
     return steps
 
 
+def accepts_record_columns(turns: Sequence[Turn]) -> bool:
+    """Whether the child in the transcript asks for ``recordColumns`` (protocol.records)."""
+    return any(
+        turn.direction == OUT
+        and turn.message.get("action") == "status"
+        and turn.message.get("responseFor") == "initialize"
+        and turn.message.get("recordColumns") is True
+        for turn in turns
+    )
+
+
 def run_in_process(
-    record_processor: Any, in_lines: Sequence[str | bytes], error_file: IO[str] | None = None
+    record_processor: Any,
+    in_lines: Sequence[str | bytes],
+    error_file: IO[str] | None = None,
+    record_columns: bool = True,
 ) -> list[str]:
     """Feed daemon lines to a processor on our SDK, without pipes or processes.
 
@@ -110,9 +124,11 @@ def run_in_process(
         for line in in_lines
     )
     output = io.BytesIO()
-    kcl.KCLProcess(
+    process = kcl.KCLProcess(
         record_processor, input_file=io.BytesIO(data), output_file=output, error_file=error_file
-    ).run()
+    )
+    process.record_columns = record_columns
+    process.run()
     return [line.decode("utf-8") for line in output.getvalue().splitlines() if line.strip()]
 
 

@@ -219,6 +219,26 @@ def test_garbage_on_child_stdout_is_skipped(moto_server, tmp_path, names):
     assert not run.find_events("child failed")
 
 
+def test_a_child_that_asks_for_record_columns_gets_every_batch_as_columns(
+    moto_server, tmp_path, names
+):
+    endpoint = moto_server.endpoint
+    written = _stream_with_records(endpoint, names[0], shards=2, count=150)
+    run = _daemon(
+        tmp_path,
+        endpoint,
+        names,
+        executable=python_processor("tests.integration.processors.raw_chatty"),
+        env={"KCL_RAW_MODE": "record_columns"},
+    ).start()
+    try:
+        run.wait_for_records(150)
+    finally:
+        assert run.stop() == 0
+    assert _delivered_per_shard(run) == written
+    assert not run.find_events("child failed")
+
+
 def test_processor_written_for_amazon_kclpy_runs_unchanged(
     moto_server, tmp_path, names, kclpy_path
 ):

@@ -6,7 +6,7 @@ import pytest
 
 from daemon.dead_letter import DeadLetter, DynamoDbDeadLetters, KinesisDeadLetters
 from daemon.errors import DependencyError
-from protocol.messages import wire_record
+from protocol.records import wire_record
 from tests.support.daemon_runner import aws_client, create_stream
 
 pytestmark = pytest.mark.integration

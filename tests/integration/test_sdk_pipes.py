@@ -23,8 +23,8 @@ from protocol.messages import (
     ProcessRecords,
     ShardEnded,
     ShutdownRequested,
-    wire_record,
 )
+from protocol.records import wire_record
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +71,10 @@ def answer_checkpoint(child: ChildConversation, error: str | None = None) -> dic
 
 
 def initialize(child: ChildConversation) -> None:
+    """As kcl-daemon does: it offers record columns, our SDK asks for them, batches use them."""
     child.send(Initialize(SHARD, "TRIM_HORIZON").encode())
-    expect_status(child, "initialize")
+    answer = {"action": "status", "responseFor": "initialize", "recordColumns": True}
+    assert receive_json(child) == answer
 
 
 def test_record_logger_writes_each_batch_before_checkpointing_its_last_record(tmp_path):
@@ -81,7 +83,7 @@ def test_record_logger_writes_each_batch_before_checkpointing_its_last_record(tm
         initialize(child)
         batch = records(b"one", b"two")
         batch[1]["partitionKey"] = "tab\there"
-        child.send(ProcessRecords(batch, 0).encode())
+        child.send(ProcessRecords(batch, 0, columns=True).encode())
         request = receive_json(child)
         # The batch is in the file by the time the checkpoint is asked for.
         lines = output.read_text().splitlines()
@@ -115,7 +117,7 @@ def test_sample_runs_as_an_executable_script_from_any_directory(tmp_path):
     env = child_env(KCL_SAMPLE_OUTPUT=str(output), PATH=path)
     with ChildConversation([str(script)], env=env, cwd=tmp_path) as child:
         initialize(child)
-        child.send(ProcessRecords(records(b"x"), 0).encode())
+        child.send(ProcessRecords(records(b"x"), 0, columns=True).encode())
         answer_checkpoint(child)
         expect_status(child, "processRecords")
         assert child.finish() == 0
@@ -125,7 +127,7 @@ def test_sample_runs_as_an_executable_script_from_any_directory(tmp_path):
 def test_echo_processor_logs_records_to_stderr_and_checkpoints_every_batch():
     with module_child("echo_processor") as child:
         initialize(child)
-        child.send(ProcessRecords(records(b"hello echo"), 0).encode())
+        child.send(ProcessRecords(records(b"hello echo"), 0, columns=True).encode())
         assert answer_checkpoint(child)["sequenceNumber"] is None
         expect_status(child, "processRecords")
         child.send(ShutdownRequested().encode())
@@ -138,9 +140,9 @@ def test_echo_processor_logs_records_to_stderr_and_checkpoints_every_batch():
 def test_noop_processor_checkpoints_only_every_n_records():
     with module_child("noop_processor", "--checkpoint-every", "3") as child:
         initialize(child)
-        child.send(ProcessRecords(records(b"a", b"b"), 0).encode())
+        child.send(ProcessRecords(records(b"a", b"b"), 0, columns=True).encode())
         expect_status(child, "processRecords")
-        child.send(ProcessRecords(records(b"c", b"d", first_seq=200), 0).encode())
+        child.send(ProcessRecords(records(b"c", b"d", first_seq=200), 0, columns=True).encode())
         request = answer_checkpoint(child)
         assert (request["sequenceNumber"], request["subSequenceNumber"]) == ("201", 0)
         expect_status(child, "processRecords")
@@ -153,7 +155,7 @@ def test_retriable_checkpoint_errors_are_retried_by_the_samples(tmp_path):
     output = tmp_path / "records.tsv"
     with module_child("record_logger", KCL_SAMPLE_OUTPUT=str(output)) as child:
         initialize(child)
-        child.send(ProcessRecords(records(b"x"), 0).encode())
+        child.send(ProcessRecords(records(b"x"), 0, columns=True).encode())
         answer_checkpoint(child, "ThrottlingException")
         answer_checkpoint(child, "KinesisClientLibDependencyException")
         answer_checkpoint(child)
@@ -164,7 +166,7 @@ def test_retriable_checkpoint_errors_are_retried_by_the_samples(tmp_path):
 def test_stdout_noise_from_the_processor_never_reaches_the_protocol():
     with module_child("scripted_processor", KCL_SAMPLE_NOISE="1") as child:
         initialize(child)
-        child.send(ProcessRecords(records(b"x"), 0).encode())
+        child.send(ProcessRecords(records(b"x"), 0, columns=True).encode())
         expect_status(child, "processRecords")
         child.send(LeaseLost().encode())
         expect_status(child, "leaseLost")
@@ -176,9 +178,9 @@ def test_stdout_noise_from_the_processor_never_reaches_the_protocol():
 def test_processor_exception_is_logged_and_the_action_still_answered():
     with module_child("scripted_processor", KCL_SAMPLE_RAISE="processRecords") as child:
         initialize(child)
-        child.send(ProcessRecords(records(b"x"), 0).encode())
+        child.send(ProcessRecords(records(b"x"), 0, columns=True).encode())
         expect_status(child, "processRecords")
-        child.send(ProcessRecords(records(b"y"), 0).encode())
+        child.send(ProcessRecords(records(b"y"), 0, columns=True).encode())
         expect_status(child, "processRecords")
         assert child.finish() == 0
         assert child.stderr_text.count("RuntimeError: scripted failure during processRecords") == 2
@@ -198,7 +200,7 @@ def test_child_exits_cleanly_when_its_input_closes_during_a_checkpoint(tmp_path)
     env = {"KCL_SAMPLE_SCRIPT": str(script), "KCL_SAMPLE_OUTPUT": str(output)}
     with module_child("scripted_processor", **env) as child:
         initialize(child)
-        child.send(ProcessRecords(records(b"x"), 0).encode())
+        child.send(ProcessRecords(records(b"x"), 0, columns=True).encode())
         assert receive_json(child)["action"] == "checkpoint"
         assert child.finish() == 0
     calls = [orjson.loads(line) for line in output.read_bytes().splitlines()]
@@ -210,7 +212,7 @@ def test_a_ten_thousand_record_batch_crosses_the_pipe(tmp_path):
     payloads = [os.urandom(100) for _ in range(10_000)]
     with module_child("record_logger", KCL_SAMPLE_OUTPUT=str(output)) as child:
         initialize(child)
-        child.send(ProcessRecords(records(*payloads), 0).encode())
+        child.send(ProcessRecords(records(*payloads), 0, columns=True).encode())
         assert answer_checkpoint(child)["sequenceNumber"] == str(100 + 9_999)
         expect_status(child, "processRecords")
         assert child.finish() == 0

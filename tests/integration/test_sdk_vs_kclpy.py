@@ -23,10 +23,12 @@ from processors.samples.transcripts import (
     OUT,
     ChildConversation,
     Turn,
+    accepts_record_columns,
     load_transcript,
     script_from_transcript,
 )
-from protocol.messages import CheckpointReply, Initialize, LeaseLost, ProcessRecords, wire_record
+from protocol.messages import CheckpointReply, Initialize, LeaseLost, ProcessRecords
+from protocol.records import wire_record
 from tests.support.kclpy import kclpy_sdist, with_kclpy_on_path
 
 pytestmark = pytest.mark.integration
@@ -39,8 +41,11 @@ OFFICIAL = "amazon_kclpy"
 
 
 def official_can_play(turns: list[Turn]) -> bool:
-    """amazon_kclpy has no prepare_checkpoint: transcripts that prepare are ours alone."""
-    return not any(turn.direction == OUT and turn.message.get("prepare") for turn in turns)
+    """amazon_kclpy has no prepare_checkpoint and never asks for record columns: transcripts
+    that do are ours alone."""
+    return not accepts_record_columns(turns) and not any(
+        turn.direction == OUT and turn.message.get("prepare") for turn in turns
+    )
 
 
 def run_scripted(
@@ -52,6 +57,7 @@ def run_scripted(
     script.write_bytes(orjson.dumps(script_from_transcript(turns)))
     env = dict(os.environ) if kclpy_path is None else with_kclpy_on_path(os.environ, kclpy_path)
     env.update(KCL_SAMPLE_SDK=sdk, KCL_SAMPLE_SCRIPT=str(script), KCL_SAMPLE_OUTPUT=str(calls))
+    env["KCL_SAMPLE_RECORD_COLUMNS"] = "1" if accepts_record_columns(turns) else "0"
     argv = [sys.executable, "-m", "processors.samples.scripted_processor"]
     with ChildConversation(argv, env=env, cwd=REPO) as child:
         received = child.play(turns)

@@ -21,7 +21,8 @@ from daemon.kinesis_client import _parse_get_records
 from daemon.retrieval import arrival_millis, convert_records
 from daemon.sequence import ExtendedSequenceNumber
 from protocol.aggregation import MAGIC, UserRecord, deaggregate, encode_aggregate
-from protocol.messages import EncodedRecords, ProcessRecords, splice_records, wire_record
+from protocol.messages import ProcessRecords
+from protocol.records import EncodedRecords, splice_records, wire_record
 
 
 def hook(body: bytes) -> dict[str, Any]:
@@ -102,12 +103,23 @@ def test_spliced_array_is_what_orjson_writes_for_the_wire_records(
 
 def test_encoded_records_read_like_the_list_they_encode() -> None:
     records = [wire_record("aGk=", "k", "1", 5), wire_record("", "k2", "2", 6, 3)]
-    encoded = EncodedRecords(orjson.dumps(records), 2)
+    encoded = EncodedRecords(["aGk=", ""], ["k", "k2"], ["1", "2"], ["5", "6"], ["0", "3"])
     assert len(encoded) == 2 and bool(encoded)
     assert encoded == records and records == encoded
     assert encoded[1]["subSequenceNumber"] == 3
     assert list(encoded) == records
-    assert ProcessRecords(encoded, None).encode() == ProcessRecords(records, None).encode()
+    assert encoded.json == orjson.dumps(records)
+    for columns in (False, True):
+        assert (
+            ProcessRecords(encoded, None, columns).encode()
+            == ProcessRecords(records, None, columns).encode()
+        )
+
+
+def test_encoded_records_without_sub_sequence_numbers_mean_zero() -> None:
+    encoded = EncodedRecords(["aGk="], ["k"], ["1"], [5])
+    assert list(encoded) == [wire_record("aGk=", "k", "1", 5, 0)]
+    assert orjson.loads(encoded.columns_json)["subSequenceNumber"] == [0]
 
 
 def test_millis_text_rounds_like_arrival_millis() -> None:

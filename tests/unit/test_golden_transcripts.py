@@ -15,6 +15,7 @@ from processors.samples.transcripts import (
     IN,
     OUT,
     Turn,
+    accepts_record_columns,
     load_transcript,
     run_in_process,
     script_from_transcript,
@@ -29,8 +30,8 @@ from protocol.messages import (
     Status,
     decode_child_line,
     decode_daemon_line,
-    wire_record,
 )
+from protocol.records import wire_record
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 TRANSCRIPTS = sorted(GOLDEN.glob("*.jsonl"))
@@ -66,7 +67,7 @@ def reencode(line: str) -> bytes:
             )
             for r in message.records
         ]
-        return ProcessRecords(records, message.millis_behind_latest).encode()
+        return ProcessRecords(records, message.millis_behind_latest, message.columns).encode()
     return message.encode()
 
 
@@ -131,7 +132,11 @@ def test_checkpoint_reply_writes_null_error_on_success():
 def run_sdk(path: Path, output: Path) -> tuple[list[Any], list[Any]]:
     turns = load_transcript(path)
     processor = ScriptedProcessor(kcl.CheckpointError, script_from_transcript(turns), str(output))
-    answered = run_in_process(processor, [turn.line for turn in turns if turn.direction == IN])
+    answered = run_in_process(
+        processor,
+        [turn.line for turn in turns if turn.direction == IN],
+        record_columns=accepts_record_columns(turns),
+    )
     expected = [json.loads(turn.line) for turn in turns if turn.direction == OUT]
     return [orjson.loads(line) for line in answered], expected
 

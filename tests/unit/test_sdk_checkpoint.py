@@ -11,14 +11,8 @@ import pytest
 
 from processors.kclpy import kcl
 from processors.samples.transcripts import run_in_process
-from protocol.messages import (
-    CheckpointReply,
-    Initialize,
-    LeaseLost,
-    ProcessRecords,
-    ShardEnded,
-    wire_record,
-)
+from protocol.messages import CheckpointReply, Initialize, LeaseLost, ProcessRecords, ShardEnded
+from protocol.records import wire_record
 
 INIT = Initialize("shardId-000000000001", "TRIM_HORIZON").encode(extensions=False)
 INIT_EXT = Initialize("shardId-000000000001", "100", 0, "90", 1).encode(extensions=True)

@@ -19,8 +19,8 @@ from protocol.messages import (
     ProcessRecords,
     ShardEnded,
     ShutdownRequested,
-    wire_record,
 )
+from protocol.records import wire_record
 
 INIT = Initialize("shardId-000000000003", "LATEST").encode(extensions=False)
 BATCH = ProcessRecords([wire_record("aGk=", "k", "7", 1, 0)], 0).encode()

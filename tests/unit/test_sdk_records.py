@@ -12,7 +12,8 @@ import pytest
 
 from processors.kclpy import _channel, dispatch, messages
 from processors.samples.transcripts import run_in_process
-from protocol.messages import ProcessRecords, wire_record
+from protocol.messages import ProcessRecords
+from protocol.records import wire_record
 
 SEQ = "49590338271490256608559692538361571095921575989136588802"
 

@@ -12,6 +12,8 @@ KCL_RAW_MODE picks extra misbehaviour, once per run (KCL_FAULT_MARKER file):
                      (non-numeric, above the last record, negative sub-sequence)
   wrong_status_once  answer the first processRecords with a status for another action
   huge_line_once     write a 20 MB line before the first status
+  record_columns     ask for the record-columns extension at initialize, then
+                     exit with an error on any batch that does not use it
 """
 
 import json
@@ -81,9 +83,21 @@ while True:
     action = message["action"]
     if action == "initialize":
         shard_id = message["shardId"]
+        if mode == "record_columns":
+            assert message.get("recordColumns") is True, message
+            send({"action": "status", "responseFor": action, "recordColumns": True})
+            continue
     elif action == "processRecords":
         noise()
-        records = message["records"]
+        if mode == "record_columns":
+            if "records" in message:
+                sys.exit(f"asked for recordColumns, got records: {str(message)[:200]}")
+            columns = message["recordColumns"]
+            names = list(columns)
+            rows = zip(*columns.values(), strict=True)
+            records = [dict(zip(names, values, strict=True)) for values in rows]
+        else:
+            records = message["records"]
         if output and records:
             with open(output, "a", encoding="utf-8") as handle:
                 for record in records:

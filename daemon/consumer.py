@@ -72,7 +72,8 @@ class Leases(Protocol):
     async def forget(self, key: str) -> None: ...
 
 
-FetcherFactory = Callable[[str, ExtendedSequenceNumber], Fetcher]
+# (shard id, where to start, whether the child asked for recordColumns) -> a fetcher
+FetcherFactory = Callable[[str, ExtendedSequenceNumber, bool], Fetcher]
 ChildLauncher = Callable[[str], Awaitable[ChildProcess]]
 ShardEndHook = Callable[[str, "list[dict[str, Any]] | None"], Awaitable[None]]
 
@@ -364,7 +365,7 @@ class ShardConsumer:
         self._record_columns = answer.record_columns
         if self._bisector is not None:
             start = await self._bisect(start)
-        self._fetcher = self._make_fetcher(self.shard_id, start)
+        self._fetcher = self._make_fetcher(self.shard_id, start, self._record_columns)
         self._fetcher.start()
         self._to(ConsumerState.PROCESSING)
         await self._process_until_done()
@@ -428,7 +429,7 @@ class ShardConsumer:
         await self._fetcher.close()
         resume = self._largest_delivered or self._start
         self._log.info("shard closed; reading on to its end", resume_after=str(resume))
-        self._fetcher = self._make_fetcher(self.shard_id, resume)
+        self._fetcher = self._make_fetcher(self.shard_id, resume, self._record_columns)
         self._fetcher.start()
 
     async def _deliver(self, batch: Batch) -> None:

@@ -3,9 +3,9 @@
 Owns what ``fastGetRecords`` does to records after orjson has parsed a body
 (``daemon.kinesis_client`` hands them over as :class:`FastRecords`): their
 values taken out as columns while their types are checked, and the
-records of the child's ``processRecords`` message kept as those columns
-(:class:`protocol.records.EncodedRecords`, which splices them into JSON
-text in the form the child asked for), KPL aggregates included.
+records of the child's ``processRecords`` message spliced from those
+columns as JSON text, in the form the child asked for
+(:class:`protocol.records.EncodedRecords`), KPL aggregates included.
 ``daemon.retrieval`` uses :func:`splice_batch` and falls back to its
 record-by-record conversion whenever this returns None.
 
@@ -202,7 +202,9 @@ class Spliced:
     dropped_sequence_numbers: list[str] = field(default_factory=list)
 
 
-def splice_batch(raw: FastRecords, hash_range: tuple[int, int] | None) -> Spliced | None:
+def splice_batch(
+    raw: FastRecords, hash_range: tuple[int, int] | None, columns: bool = False
+) -> Spliced | None:
     """The child's records for one fast-parsed response, or None where this path does not
     apply (an empty response, strings that need escaping, a partition key in an aggregate
     that needs escaping): then convert record by record.
@@ -210,6 +212,7 @@ def splice_batch(raw: FastRecords, hash_range: tuple[int, int] | None) -> Splice
     Same results as ``daemon.retrieval``'s record-by-record conversion with no
     checkpoint to skip through: plain records pass through as base64, aggregates
     become their user records (dropped whole when ``hash_range`` excludes any).
+    ``columns``: splice the record-columns form (``protocol.records``).
     """
     data = raw.data
     if not data or not raw.verbatim:
@@ -221,8 +224,12 @@ def splice_batch(raw: FastRecords, hash_range: tuple[int, int] | None) -> Splice
         map(str.startswith, data, repeat(MAGIC_BASE64_PREFIX))
     ):
         return Spliced(
-            EncodedRecords(
-                data, raw.partition_keys, sequence_numbers, millis_text(raw.arrival_times)
+            EncodedRecords.splice(
+                data,
+                raw.partition_keys,
+                sequence_numbers,
+                millis_text(raw.arrival_times),
+                columns=columns,
             ),
             # Exact for well-formed base64 (lengths a multiple of 4, "=" only
             # as padding), which is all Kinesis sends.
@@ -230,10 +237,12 @@ def splice_batch(raw: FastRecords, hash_range: tuple[int, int] | None) -> Splice
             last,
             ExtendedSequenceNumber(last, 0),
         )
-    return _splice_with_aggregates(raw, hash_range)
+    return _splice_with_aggregates(raw, hash_range, columns)
 
 
-def _splice_with_aggregates(raw: FastRecords, hash_range: tuple[int, int] | None) -> Spliced | None:
+def _splice_with_aggregates(
+    raw: FastRecords, hash_range: tuple[int, int] | None, columns: bool
+) -> Spliced | None:
     out_data: list[str] = []
     out_keys: list[str] = []
     out_sequences: list[str] = []
@@ -242,14 +251,14 @@ def _splice_with_aggregates(raw: FastRecords, hash_range: tuple[int, int] | None
     dropped: list[str] = []
     size = 0
     last_sub = 0
-    columns = zip(
+    rows = zip(
         raw.data,
         raw.partition_keys,
         raw.sequence_numbers,
         millis_text(raw.arrival_times),
         strict=True,
     )
-    for text, key, sequence_number, millis in columns:
+    for text, key, sequence_number, millis in rows:
         aggregate = None
         if text.startswith(MAGIC_BASE64_PREFIX):
             try:
@@ -285,7 +294,9 @@ def _splice_with_aggregates(raw: FastRecords, hash_range: tuple[int, int] | None
         last_sub = count - 1
     last_position = ExtendedSequenceNumber(out_sequences[-1], last_sub) if out_sequences else None
     return Spliced(
-        EncodedRecords(out_data, out_keys, out_sequences, out_millis, out_subs),
+        EncodedRecords.splice(
+            out_data, out_keys, out_sequences, out_millis, out_subs, columns=columns
+        ),
         size,
         raw.sequence_numbers[-1],
         last_position,

@@ -12,10 +12,10 @@ not stall the other shards' pipes).
 
 Conversion has two routes with the same results. Records parsed by the fast
 GetRecords path (``fastGetRecords``, see ``daemon.kinesis_client``) come with
-their fields as columns, and ``daemon.fast_records`` keeps the child's
-values as columns: the batch's ``records`` is then a
-``protocol.records.EncodedRecords`` (a read-only sequence of WireRecords
-that ``ProcessRecords.encode`` splices into the message as JSON text). Everything else -- boto3's
+their fields as columns, and ``daemon.fast_records`` splices the child's
+JSON straight from them, in the form the child asked for: the batch's
+``records`` is then a ``protocol.records.EncodedRecords`` (a read-only
+sequence of WireRecords that ``ProcessRecords.encode`` copies in as it is). Everything else -- boto3's
 records, the first response after a checkpoint, strings that need escaping --
 is converted one record at a time into WireRecord dicts.
 
@@ -172,6 +172,7 @@ def convert_records(
     *,
     skip_through: ExtendedSequenceNumber | None = None,
     hash_range: tuple[int, int] | None = None,
+    record_columns: bool = False,
 ) -> Converted:
     """Turn GetRecords' records into the child's WireRecords, deaggregating.
 
@@ -181,11 +182,12 @@ def convert_records(
     an aggregate holding any sub-record outside it is dropped whole.
 
     Records parsed by the fast path (:class:`FastRecords`) come out as
-    ``EncodedRecords`` (columns of wire-ready values, see
-    ``daemon.fast_records``) unless a checkpoint is to be skipped through.
+    ``EncodedRecords`` (JSON text spliced from their columns, in the
+    record-columns form when ``record_columns``; see ``daemon.fast_records``)
+    unless a checkpoint is to be skipped through.
     """
     if type(raw) is FastRecords and skip_through is None:
-        spliced = splice_batch(raw, hash_range)
+        spliced = splice_batch(raw, hash_range, record_columns)
         if spliced is not None:
             return Converted(
                 spliced.records,
@@ -385,6 +387,7 @@ class ShardFetcher:
         prefetch_max_records: int = 20000,
         prefetch_max_bytes: int = 64 * 1024 * 1024,
         hash_range: tuple[int, int] | None = None,
+        record_columns: bool = False,
         ending_sequence_number: str | None = None,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
@@ -412,6 +415,8 @@ class ShardFetcher:
         self._prefetch_max_records = prefetch_max_records
         self._prefetch_max_bytes = prefetch_max_bytes
         self._hash_range = hash_range
+        # The child asked for the record-columns form (protocol.records): splice that.
+        self._record_columns = record_columns
         self._ending = ending_sequence_number
         self._backoff = Backoff(backoff_initial_s, backoff_max_s, rng=rng)
         self._min_interval_s = min_call_interval_s
@@ -622,7 +627,12 @@ class ShardFetcher:
         response = self._client.get_records(**request)
         records = response.get("Records") or ()
         response = {key: value for key, value in response.items() if key != "Records"}
-        converted = convert_records(records, skip_through=skip_through, hash_range=self._hash_range)
+        converted = convert_records(
+            records,
+            skip_through=skip_through,
+            hash_range=self._hash_range,
+            record_columns=self._record_columns,
+        )
         # The records go here, in this thread, not when the event loop next
         # rebinds the response: a fetcher waiting for buffer room would keep
         # megabytes of record dicts alive, per shard.

@@ -160,7 +160,9 @@ class Scheduler:
             poison=self._poison,
         )
 
-    def _make_fetcher(self, shard_id: str, start: ExtendedSequenceNumber) -> ShardFetcher:
+    def _make_fetcher(
+        self, shard_id: str, start: ExtendedSequenceNumber, record_columns: bool = False
+    ) -> ShardFetcher:
         config = self.config
         shard = self._shards.get(shard_id, {})
         hash_range = _hash_range(shard, self.coordinator.lease(shard_id))
@@ -182,6 +184,7 @@ class Scheduler:
             prefetch_max_records=config.prefetch_max_records,
             prefetch_max_bytes=config.prefetch_max_bytes,
             hash_range=hash_range,
+            record_columns=record_columns,
             ending_sequence_number=ending,
         )
 

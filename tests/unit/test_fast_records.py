@@ -46,16 +46,20 @@ def kinesis_record(seq: int, data: bytes, key: str = "pk", arrival: float = 1.7e
     }
 
 
-def both_ways(body: bytes, **options: Any) -> tuple[Any, Any]:
+def both_ways(body: bytes, record_columns: bool = False, **options: Any) -> tuple[Any, Any]:
     """(fast conversion, record-by-record conversion) of the same parsed body."""
     records = hook(body)["Records"]
-    fast = convert_records(records, **options)
+    fast = convert_records(records, record_columns=record_columns, **options)
     general = convert_records(list(records), **options)
     return fast, general
 
 
 def assert_same(fast: Any, general: Any) -> None:
-    assert ProcessRecords(fast.records, 7).encode() == ProcessRecords(general.records, 7).encode()
+    for columns in (False, True):
+        assert (
+            ProcessRecords(fast.records, 7, columns).encode()
+            == ProcessRecords(general.records, 7, columns).encode()
+        )
     assert fast.records == general.records
     assert len(fast.records) == len(general.records)
     assert fast.byte_size == general.byte_size
@@ -101,23 +105,35 @@ def test_spliced_array_is_what_orjson_writes_for_the_wire_records(
     assert splice_records(data, keys, sequences, millis, subs if with_subs else None) == expected
 
 
-def test_encoded_records_read_like_the_list_they_encode() -> None:
+@pytest.mark.parametrize("columns", [False, True])
+def test_encoded_records_read_like_the_list_they_encode(columns: bool) -> None:
     records = [wire_record("aGk=", "k", "1", 5), wire_record("", "k2", "2", 6, 3)]
-    encoded = EncodedRecords(["aGk=", ""], ["k", "k2"], ["1", "2"], ["5", "6"], ["0", "3"])
+    encoded = EncodedRecords.splice(
+        ["aGk=", ""], ["k", "k2"], ["1", "2"], ["5", "6"], ["0", "3"], columns=columns
+    )
     assert len(encoded) == 2 and bool(encoded)
     assert encoded == records and records == encoded
     assert encoded[1]["subSequenceNumber"] == 3
     assert list(encoded) == records
+    # Either form is there, whichever was spliced.
     assert encoded.json == orjson.dumps(records)
-    for columns in (False, True):
+    assert (
+        encoded.columns_json
+        == ProcessRecords(records, None, True).encode()[
+            len(b'{"action":"processRecords","recordColumns":') : -len(
+                b',"millisBehindLatest":null}'
+            )
+        ]
+    )
+    for form in (False, True):
         assert (
-            ProcessRecords(encoded, None, columns).encode()
-            == ProcessRecords(records, None, columns).encode()
+            ProcessRecords(encoded, None, form).encode()
+            == ProcessRecords(records, None, form).encode()
         )
 
 
 def test_encoded_records_without_sub_sequence_numbers_mean_zero() -> None:
-    encoded = EncodedRecords(["aGk="], ["k"], ["1"], [5])
+    encoded = EncodedRecords.splice(["aGk="], ["k"], ["1"], [5], columns=True)
     assert list(encoded) == [wire_record("aGk=", "k", "1", 5, 0)]
     assert orjson.loads(encoded.columns_json)["subSequenceNumber"] == [0]
 
@@ -170,17 +186,21 @@ def test_a_backslash_elsewhere_in_the_body_keeps_the_fast_path() -> None:
 # -- whole responses ---------------------------------------------------------------------
 
 
-def test_plain_records_splice_to_the_same_message() -> None:
+@pytest.mark.parametrize("record_columns", [False, True])
+def test_plain_records_splice_to_the_same_message(record_columns: bool) -> None:
     raw = [
         kinesis_record(10 + n, bytes([n]) * n, f"key-{n}é", 1714564800.5 + n / 7) for n in range(9)
     ]
-    fast, general = both_ways(body_of(raw))
+    fast, general = both_ways(body_of(raw), record_columns)
     assert isinstance(fast.records, EncodedRecords)
     assert_same(fast, general)
     assert fast.last_position == ExtendedSequenceNumber("18", 0)
 
 
-def test_aggregates_and_plain_records_mixed_splice_to_the_same_message() -> None:
+@pytest.mark.parametrize("record_columns", [False, True])
+def test_aggregates_and_plain_records_mixed_splice_to_the_same_message(
+    record_columns: bool,
+) -> None:
     blob = aggregate_of(("a", b"one"), ("b", b"two"), ("a", b""), ("c\u00e9", b"four"))
     raw = [
         kinesis_record(1, b"plain"),
@@ -188,7 +208,7 @@ def test_aggregates_and_plain_records_mixed_splice_to_the_same_message() -> None
         kinesis_record(3, MAGIC + b"not really an aggregate"),
         kinesis_record(4, aggregate_of()),
     ]
-    fast, general = both_ways(body_of(raw))
+    fast, general = both_ways(body_of(raw), record_columns)
     assert isinstance(fast.records, EncodedRecords)
     assert_same(fast, general)
     assert [(r["sequenceNumber"], r["subSequenceNumber"]) for r in fast.records] == [

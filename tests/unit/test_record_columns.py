@@ -62,7 +62,7 @@ def test_spliced_columns_without_sub_sequence_numbers_write_zeros():
 def test_a_columns_batch_decodes_to_the_records_of_the_objects_batch(count):
     records = some_records(count)
     as_objects = decode_daemon_line(ProcessRecords(records, 12).encode())
-    encoded = EncodedRecords(*columns_of(records))
+    encoded = EncodedRecords.splice(*columns_of(records), columns=True)
     as_columns = decode_daemon_line(ProcessRecords(encoded, 12, columns=True).encode())
     assert isinstance(as_columns, ProcessRecords) and isinstance(as_objects, ProcessRecords)
     assert as_columns.columns and not as_objects.columns

@@ -35,6 +35,7 @@ from daemon.errors import (
     checkpoint_error_name,
 )
 from daemon.leases.model import Lease
+from daemon.log_budget import LogBudget
 from daemon.logs import get_logger
 from daemon.poison import BatchBisector, FailureCounter
 from daemon.restart_policy import RestartPolicy
@@ -152,6 +153,8 @@ class ShardConsumer:
         self._reason: ShutdownReason | None = None
         self._child: ChildProcess | None = None
         self._record_columns = False  # the child asked for recordColumns (protocol.records)
+        # Warnings for lines a child writes that are not messages (daemon.log_budget).
+        self._skipped_lines = LogBudget()
         self._fetcher: Fetcher | None = None
         self._largest_delivered: ExtendedSequenceNumber | None = None
         # Poison-record handling: the records of the processRecords in flight,
@@ -317,6 +320,12 @@ class ShardConsumer:
         if child is None:
             return
         self._child_uptime = child.uptime
+        if self._skipped_lines.held_back:
+            self._log.warning(
+                "skipped lines from the child that were not logged one by one",
+                pid=child.pid,
+                count=self._skipped_lines.held_back,
+            )
         if why is not None:
             self._log.warning("child failed", pid=child.pid, reason=why)
             child.kill()
@@ -348,6 +357,7 @@ class ShardConsumer:
         self._shard_closed.clear()
         try:
             self._child = await self._launch_child(self.shard_id)
+            self._skipped_lines = LogBudget()
         except KclDaemonError as error:
             raise ChildFailed(f"could not start: {error}") from error
         pending = lease.pending_checkpoint
@@ -622,7 +632,10 @@ class ShardConsumer:
             return
         if problem.action == "status":
             raise ChildFailed(f"malformed status: {problem.describe()}")
-        self._log.warning("skipped a line from the child", problem=problem.describe())
+        log, held_back = self._skipped_lines.take(time.monotonic())
+        if log:
+            fields = {"not_logged_before": held_back} if held_back else {}
+            self._log.warning("skipped a line from the child", problem=problem.describe(), **fields)
 
     async def _serve_checkpoint(self, request: CheckpointRequest, action: str) -> CheckpointReply:
         try:

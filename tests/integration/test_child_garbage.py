@@ -115,3 +115,23 @@ def test_a_child_that_breaks_the_protocol_is_replaced_and_other_shards_never_not
     assert "bytes on stdout" in reasons[oversized]
     (good,) = set(written) - set(plan)
     assert delivered[good] == written[good], "the well-behaved shard saw no repeat"
+
+
+def test_a_flood_of_garbage_is_logged_in_part_and_counted_in_full(moto_server, tmp_path):
+    run, written, plan = _run(moto_server, tmp_path, ["flood"])
+    assert _delivered(run) == written
+    assert not run.find_events("child failed")
+    (flooded,) = plan
+    written_lines = _garbage_counts(tmp_path)[flooded]
+    logged = run.find_events("skipped a line from the child", shard_id=flooded)
+    summaries = run.find_events(
+        "skipped lines from the child that were not logged one by one", shard_id=flooded
+    )
+    assert written_lines >= 300, "the child flooded"
+    assert len(logged) <= written_lines // 5, "only a part is logged"
+    counted = (
+        len(logged)
+        + sum(event.get("not_logged_before", 0) for event in logged)
+        + sum(event["count"] for event in summaries)
+    )
+    assert counted == written_lines, "every skipped line is logged or counted"

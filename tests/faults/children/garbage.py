@@ -16,6 +16,8 @@ shards not named behave):
   bad_status_once  once per run: a status whose responseFor is a number (the daemon replaces
                    the child)
   oversized_once   once per run: a 17 MiB line (over the limit: the daemon replaces the child)
+  flood            100 short lines that are not JSON (the daemon logs only some of them,
+                   and counts the rest)
 
 "Once per run" uses a marker file, KCL_FAULT_MARKER + the shard id. A garbage line is always
 finished with a newline before the next real message. The child counts its garbage lines and
@@ -139,6 +141,9 @@ def misbehave(action: str) -> None:
         huge_lines()
     elif mode == "wrong_types":
         wrong_types(action)
+    elif mode == "flood":
+        for n in range(100):
+            garbage(b"not json %d" % n)
     elif mode == "oversized_once" and first_time():
         garbage(b"y" * (17 * 1024 * 1024))
 

@@ -308,3 +308,12 @@ def test_aggregate_columns_accept_and_refuse_what_deaggregate_does(
         blob[-16:] = hashlib.md5(body).digest()
     subs = deaggregate(bytes(blob))
     assert columns_as_tuples(bytes(blob)) == (None if subs is None else as_tuples(subs))
+
+
+@pytest.mark.parametrize("key", ["", "k", "clé-ключ-☃", "x" * 256])
+def test_the_cached_partition_key_hash_is_the_effective_hash_key(key: str) -> None:
+    from daemon.fast_records import partition_key_hash
+    from protocol.aggregation import effective_hash_key
+
+    assert partition_key_hash(key) == effective_hash_key(key, None)
+    assert partition_key_hash(key) == partition_key_hash(key)

@@ -56,6 +56,7 @@ if str(REPO) not in sys.path:
 
 import orjson  # noqa: E402
 
+from daemon.local_backend import stop_process  # noqa: E402
 from protocol.aggregation import Aggregator, UserRecord  # noqa: E402
 
 STREAM = "bench-stream"
@@ -433,13 +434,7 @@ class FakeKinesisProcess:
             return result
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> FakeKinesisProcess:
         return self

@@ -33,6 +33,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from daemon.local_backend import free_port, stop_process
+
 REGION = "us-east-1"
 ACCESS_KEY_ID = "test"
 SECRET_ACCESS_KEY = "test"
@@ -86,13 +88,7 @@ class LocalServer:
     def stop(self, timeout: float = 10.0) -> None:
         """Terminates the server (SIGTERM, then SIGKILL after `timeout`) and removes its log."""
         _live.discard(self)
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+        stop_process(self.process, timeout)
         self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> LocalServer:
@@ -117,13 +113,6 @@ _live: set[LocalServer] = set()
 def _stop_leftovers() -> None:
     for server in list(_live):
         server.stop(timeout=3.0)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick for port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:

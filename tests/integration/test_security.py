@@ -14,7 +14,6 @@ import base64
 import configparser
 import json
 import shlex
-import socket
 import sys
 import urllib.request
 import uuid
@@ -23,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from daemon.local_backend import free_port
 from daemon.settings import SETTINGS_BY_ATTR
 from tests.faults.proxy import DYNAMODB, KINESIS, FaultProxy, Reset, Rule, server_error, throttle
 from tests.support.daemon_runner import DaemonRun, aws_client, create_stream, lease_items
@@ -109,12 +109,6 @@ SECRET_KEY = "canarySecret/" + uuid.uuid4().hex + "+Z"
 SESSION_TOKEN = "canaryToken" + uuid.uuid4().hex * 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_credentials_and_payloads_never_reach_the_log_or_the_metrics(moto_server, tmp_path, names):
     stream, application = names
     kinesis = aws_client("kinesis", moto_server.endpoint)
@@ -137,7 +131,7 @@ def test_credentials_and_payloads_never_reach_the_log_or_the_metrics(moto_server
         items = lease_items(dynamodb, application)
         return {key: item.get("checkpoint", {}).get("S") for key, item in items.items()} == last
 
-    port = _free_port()
+    port = free_port()
     with FaultProxy(moto_server.endpoint, seed=3) as proxy:
         run = DaemonRun(
             tmp_path,

@@ -38,7 +38,7 @@ from typing import Any
 from daemon.sequence import ExtendedSequenceNumber
 from protocol._protobuf import WireFormatError, parse_aggregated_record
 from protocol.aggregation import MAGIC, SubRecord, all_in_hash_range, effective_hash_key
-from protocol.records import EncodedRecords
+from protocol.records import EncodedRecords, splice_columns_joined
 
 #: Every aggregate's base64 starts with these 5 characters (the magic's first
 #: 30 bits). The 6th depends on the next byte too: it is "g" ("84mawg") only
@@ -251,7 +251,11 @@ def splice_batch(
 def _splice_with_aggregates(
     raw: FastRecords, hash_range: tuple[int, int] | None, columns: bool
 ) -> Spliced | None:
-    out_data: list[str] = []
+    # Each record's base64 followed by "\n", in chunks: an aggregate's user
+    # records are encoded in one pass (b2a_base64 ends each with "\n"), and
+    # the data column is cut from the whole text at once, with no string per
+    # record in the record-columns form.
+    data_lines: list[bytes] = []
     out_keys: list[str] = []
     out_sequences: list[str] = []
     out_millis: list[str] = []
@@ -274,7 +278,7 @@ def _splice_with_aggregates(
             except (binascii.Error, ValueError):
                 aggregate = None  # not base64 after all: a plain record
         if aggregate is None:
-            out_data.append(text)
+            data_lines.append(text.encode("ascii") + b"\n")  # verbatim: ASCII, no newline
             out_keys.append(key)
             out_sequences.append(sequence_number)
             out_millis.append(millis)
@@ -290,23 +294,25 @@ def _splice_with_aggregates(
         count = len(aggregate.data)
         if not count:
             continue
-        # One decode and one split for the whole aggregate, not one call per record.
-        encoded = b"".join(map(binascii.b2a_base64, aggregate.data)).decode("ascii").split("\n")
-        encoded.pop()  # after the last newline
-        out_data += encoded
+        data_lines.append(b"".join(map(binascii.b2a_base64, aggregate.data)))
         out_keys += aggregate.partition_keys
         out_sequences += repeat(sequence_number, count)
         out_millis += repeat(millis, count)
         out_subs += sub_sequence_texts(count)
         size += sum(map(len, aggregate.data))
         last_sub = count - 1
+    lines = b"".join(data_lines)[:-1]  # without the last newline
+    count = len(out_sequences)
+    if columns:
+        records = EncodedRecords(
+            splice_columns_joined(
+                lines.replace(b"\n", b'","'), count, out_keys, out_sequences, out_millis, out_subs
+            ),
+            count,
+            columns=True,
+        )
+    else:
+        out_data = lines.decode("ascii").split("\n") if count else []
+        records = EncodedRecords.splice(out_data, out_keys, out_sequences, out_millis, out_subs)
     last_position = ExtendedSequenceNumber(out_sequences[-1], last_sub) if out_sequences else None
-    return Spliced(
-        EncodedRecords.splice(
-            out_data, out_keys, out_sequences, out_millis, out_subs, columns=columns
-        ),
-        size,
-        raw.sequence_numbers[-1],
-        last_position,
-        dropped,
-    )
+    return Spliced(records, size, raw.sequence_numbers[-1], last_position, dropped)

@@ -145,30 +145,55 @@ def splice_columns(
     Byte for byte what ``orjson.dumps`` writes for the same five lists, under
     the same promise as :func:`splice_records` (strings JSON writes verbatim).
     """
-    if not data_b64:
+    return splice_columns_joined(
+        '","'.join(data_b64).encode(),
+        len(data_b64),
+        partition_keys,
+        sequence_numbers,
+        arrival_millis,
+        sub_sequence_numbers,
+    )
+
+
+def splice_columns_joined(
+    data_joined: bytes,
+    count: int,
+    partition_keys: Sequence[str],
+    sequence_numbers: Sequence[str],
+    arrival_millis: Iterable[int | str],
+    sub_sequence_numbers: Iterable[int | str] | None = None,
+) -> bytes:
+    """:func:`splice_columns` for ``count`` records whose base64 data come already joined
+    by ``","`` (the daemon encodes a KPL aggregate's user records in one pass that way,
+    with no string per record)."""
+    if not count:
         return b'{"data":[],"partitionKey":[],"sequenceNumber":[],' + (
             b'"approximateArrivalTimestamp":[],"subSequenceNumber":[]}'
         )
     subs = (
         ",".join(_as_text(sub_sequence_numbers))
         if sub_sequence_numbers is not None
-        else ",".join(["0"] * len(data_b64))
+        else ",".join(["0"] * count)
     )
-    return "".join(
+    return b"".join(
         (
-            '{"data":["',
-            '","'.join(data_b64),
-            '"],"partitionKey":["',
-            '","'.join(partition_keys),
-            '"],"sequenceNumber":["',
-            '","'.join(sequence_numbers),
-            '"],"approximateArrivalTimestamp":[',
-            ",".join(_as_text(arrival_millis)),
-            '],"subSequenceNumber":[',
-            subs,
-            "]}",
+            b'{"data":["',
+            data_joined,
+            "".join(
+                (
+                    '"],"partitionKey":["',
+                    '","'.join(partition_keys),
+                    '"],"sequenceNumber":["',
+                    '","'.join(sequence_numbers),
+                    '"],"approximateArrivalTimestamp":[',
+                    ",".join(_as_text(arrival_millis)),
+                    '],"subSequenceNumber":[',
+                    subs,
+                    "]}",
+                )
+            ).encode(),
         )
-    ).encode()
+    )
 
 
 def records_to_columns(records: Sequence[WireRecord]) -> dict[str, list[Any]]:

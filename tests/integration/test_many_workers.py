@@ -160,6 +160,17 @@ def test_joining_worker_gets_its_share_by_graceful_hand_off_without_redelivery(
         fleet.wait_for_everything()
         fleet.start("w2")
         fleet.wait_for_spread(["w1", "w2"])
+        # The worker a lease was stolen from learns it at its next renewal (up to
+        # F/3 later); records written before that reach both. Only hand-offs are
+        # meant to redeliver nothing, so the new records wait until it knows.
+        wait_until(
+            lambda: any(
+                first.find_events("lease lost", shard_id=event["shard_id"])
+                for event in fleet.taken("w2", stolen=True)
+            ),
+            30,
+            message="w1 to notice the stolen lease",
+        )
         fleet.write(200)
         fleet.wait_for_everything()
     finally:

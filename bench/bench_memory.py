@@ -12,6 +12,10 @@ child for scale. Target: at most 100 MB at 100 shards.
 Baseline: a bare Python process that imports boto3, makes a Kinesis client and
 reads one GetRecords: the floor any boto3-based reader starts from.
 
+The table also gives the daemon's CPU while sampling, as a share of one core
+and per GetRecords call: on a caught-up stream nearly all of it is the cost of
+each call (botocore builds, signs, sends and reads it), whatever it returns.
+
 (The relay benchmark reports RSS at full speed, where the prefetch buffers of
 ``prefetchMaxRecords`` per shard dominate.)
 """
@@ -53,6 +57,8 @@ class Memory:
     median_mib: float
     peak_mib: float
     child_mib: float
+    cpu_share: float  # the daemon's CPU seconds per second while sampling
+    cpu_ms_per_call: float  # ... per GetRecords call the endpoint answered meanwhile
 
 
 def measure(moto: str, shards: int, sample_s: float) -> Memory:
@@ -65,17 +71,22 @@ def measure(moto: str, shards: int, sample_s: float) -> Memory:
     ):  # fmt: skip
         daemon.wait_flowing(timeout=30 + shards * 1.0)
         samples = []
+        before, calls_before = daemon.snapshot(), fake.stats()["calls"].get("GetRecords", 0)
         deadline = time.monotonic() + sample_s
         while time.monotonic() < deadline:
             daemon.check_alive()
             samples.append(daemon.rss())
             time.sleep(0.2)
+        after, calls_after = daemon.snapshot(), fake.stats()["calls"].get("GetRecords", 0)
         children = [c.memory_info().rss for c in daemon.children() if c.is_running()]
+    cpu_s = after.cpu_s - before.cpu_s
     return Memory(
         shards,
         median(samples) / MIB,
         max(samples) / MIB,
         median(children) / MIB if children else 0.0,
+        cpu_s / (after.at - before.at),
+        cpu_s * 1000 / max(calls_after - calls_before, 1),
     )
 
 
@@ -109,7 +120,17 @@ def run(
 
 
 def report(results: list[Memory], floor: float) -> str:
-    rows = [["baseline: python + boto3 client after one GetRecords", "1", f"{floor:.0f}", "", ""]]
+    rows = [
+        [
+            "baseline: python + boto3 client after one GetRecords",
+            "1",
+            f"{floor:.0f}",
+            "",
+            "",
+            "",
+            "",
+        ]
+    ]
     for m in results:
         rows.append(
             [
@@ -118,12 +139,22 @@ def report(results: list[Memory], floor: float) -> str:
                 f"{m.median_mib:.0f}",
                 f"{m.peak_mib:.0f}",
                 f"{m.child_mib:.0f}",
+                f"{m.cpu_share:.0%}",
+                f"{m.cpu_ms_per_call:.1f}",
             ]
         )
     text = table(
-        ["process", "shards", "RSS MiB (median)", "RSS MiB (peak)", "one child's RSS MiB"],
+        [
+            "process",
+            "shards",
+            "RSS MiB (median)",
+            "RSS MiB (peak)",
+            "one child's RSS MiB",
+            "daemon CPU (of one core)",
+            "daemon CPU ms per GetRecords",
+        ],
         rows,
-        right={1, 2, 3, 4},
+        right={1, 2, 3, 4, 5, 6},
     )
     hundred = [m for m in results if m.shards == 100]
     if hundred:

@@ -11,7 +11,7 @@ Sections (see each script's docstring for the method):
 * aggregation bench_aggregation.py KPL aggregation/deaggregation vs aws-kinesis-agg
 * producer   bench_producer.py    the producer vs aws-kinesis-agg and a put_records loop
 * recovery   bench_recovery.py    start-up, child kill -9, failover
-* memory     bench_memory.py      daemon RSS at 1, 16, 100 shards
+* memory     bench_memory.py      daemon RSS (and idle CPU) at 1, 16, 100 shards
 * leases     bench_leases.py      DynamoDB calls per lease per minute
 
 One moto server (started here) holds every lease table. Nothing here is part
@@ -128,7 +128,9 @@ def memory_section(moto: str, quick: bool) -> str:
         "Resident memory of the daemon process (children excluded) with every shard leased"
         " and records flowing as on a caught-up stream (100 records a call, polled every"
         " second); script: `bench/bench_memory.py`. The relay table above shows RSS at full"
-        " speed.\n\n" + bench_memory.report(results, floor)
+        " speed. The CPU columns are the daemon's while the RSS was sampled: on a caught-up"
+        " stream it is almost all the fixed cost of each GetRecords call.\n\n"
+        + bench_memory.report(results, floor)
     )
 
 
@@ -161,7 +163,7 @@ def main() -> None:
         "aggregation": "Aggregation and deaggregation: ours vs aws-kinesis-agg",
         "producer": "Producer: ours vs aws-kinesis-agg and a put_records loop",
         "recovery": "Start-up, child crash, failover",
-        "memory": "Daemon memory",
+        "memory": "Daemon memory (and CPU) on a caught-up stream",
         "leases": "Lease-table cost: ours vs the official schedule",
     }
     runners: dict[str, Callable[[], str]] = {

@@ -6,7 +6,7 @@ values taken out as columns while their types are checked, and the
 records of the child's ``processRecords`` message spliced from those
 columns as JSON text, in the form the child asked for
 (:class:`protocol.records.EncodedRecords`), KPL aggregates included.
-``daemon.retrieval`` uses :func:`splice_batch` and falls back to its
+``daemon.conversion`` uses :func:`splice_batch` and falls back to its
 record-by-record conversion whenever this returns None.
 
 Why splicing is exact: a body with no backslash holds no JSON escape, so
@@ -219,7 +219,7 @@ def splice_batch(
     apply (an empty response, strings that need escaping, a partition key in an aggregate
     that needs escaping): then convert record by record.
 
-    Same results as ``daemon.retrieval``'s record-by-record conversion with no
+    Same results as ``daemon.conversion``'s record-by-record conversion with no
     checkpoint to skip through: plain records pass through as base64, aggregates
     become their user records (dropped whole when ``hash_range`` excludes any).
     ``columns``: splice the record-columns form (``protocol.records``).

@@ -27,12 +27,12 @@ the GetRecords shape, a field of the wrong type) leaves the response alone,
 and botocore parses it the standard way: errors keep raising the same
 ``ClientError`` as ever. Callers of such a client's ``get_records`` must
 accept ``Data`` as ``str`` or ``bytes`` and the timestamp as a number or a
-datetime (``daemon.retrieval`` does).
+datetime (``daemon.conversion`` does).
 
 When every record has all four fields, ``Records`` comes back as a
 ``daemon.fast_records.FastRecords``: still the list of record dicts, plus the
 fields as columns, which the type check takes out anyway and from which
-``daemon.retrieval`` builds the child's message without a dict per record.
+``daemon.conversion`` builds the child's message without a dict per record.
 
 Failed calls
 ------------

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon.conversion import arrival_millis, convert_records
 from daemon.fast_records import FastRecords, aggregate_columns, millis_text, record_columns
 from daemon.kinesis_client import _parse_get_records
-from daemon.retrieval import arrival_millis, convert_records
 from daemon.sequence import ExtendedSequenceNumber
 from protocol.aggregation import MAGIC, UserRecord, deaggregate, encode_aggregate
 from protocol.messages import ProcessRecords

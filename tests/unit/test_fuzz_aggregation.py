@@ -9,7 +9,7 @@ in any order and count, unknown fields of every wire type, groups, overlong vari
 are not UTF-8; the other half also with lengths that lie, invalid wire types and field numbers,
 missing required fields, indices out of range), and valid aggregates with bytes flipped, cut
 or inserted, each framed with a correct MD5. The retrieval path that calls the decoder
-(``daemon.retrieval.convert_records``, with raw and base64 data and a hash-range filter) is
+(``daemon.conversion.convert_records``, with raw and base64 data and a hash-range filter) is
 fuzzed with the same aggregates. The number of inputs is in each test's settings
 (``KCL_FUZZ_SCALE`` multiplies them).
 """
@@ -30,7 +30,7 @@ from aws_kinesis_agg.aggregator import RecordAggregator  # noqa: F401  # isort: 
 from aws_kinesis_agg import messages_pb2  # isort: skip
 from google.protobuf.message import DecodeError  # isort: skip
 
-from daemon.retrieval import convert_records
+from daemon.conversion import convert_records
 from protocol.aggregation import (
     MAGIC,
     MAX_HASH_KEY,

@@ -21,6 +21,7 @@ from botocore.exceptions import (
 )
 from structlog.testing import capture_logs
 
+from daemon.conversion import arrival_millis, convert_records
 from daemon.errors import (
     ConfigError,
     DependencyError,
@@ -28,6 +29,7 @@ from daemon.errors import (
     ShardEndedError,
     StreamNotFoundError,
 )
+from daemon.fast_records import MAGIC_BASE64_PREFIX, base64_decoded_size
 from daemon.kinesis_client import (
     ErrorKind,
     _parse_get_records,
@@ -37,14 +39,10 @@ from daemon.kinesis_client import (
     make_client,
 )
 from daemon.retrieval import (
-    MAGIC_BASE64_PREFIX,
     Batch,
     EndCheck,
     ShardFetcher,
-    arrival_millis,
-    base64_decoded_size,
     check_shard_end,
-    convert_records,
     iterator_request,
     next_call_delay,
 )

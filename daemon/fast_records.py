@@ -31,11 +31,13 @@ import binascii
 import hashlib
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import repeat
-from typing import Any
+from typing import Any, overload
+
+import msgspec
 
 from daemon.sequence import ExtendedSequenceNumber
 from protocol._protobuf import WireFormatError, parse_aggregated_record
@@ -52,12 +54,13 @@ _NEEDS_ESCAPING = re.compile(r'[\x00-\x1f"\\]')
 _md5 = hashlib.md5
 
 
-class FastRecords(list):  # type: ignore[type-arg]
-    """The ``Records`` of a GetRecords body the fast path parsed: the record dicts, plus columns.
+class FastRecords(Sequence[dict[str, Any]]):
+    """The ``Records`` of a GetRecords body the fast path parsed, as columns.
 
-    A plain list of the record dicts orjson built (so every caller of
-    ``get_records`` sees the usual shape), which also carries each field as
-    a column, taken out once while the types were checked:
+    Reads as the usual sequence of record dicts (so every caller of
+    ``get_records`` sees the usual shape); the dicts are built only when
+    someone reads an item, which the conversion for the child never does:
+    it takes the columns, checked for type when they were made:
 
     * ``data``, ``sequence_numbers``, ``partition_keys``: the strings;
     * ``arrival_times``: epoch seconds (int or float);
@@ -73,42 +76,137 @@ class FastRecords(list):  # type: ignore[type-arg]
         "arrival_times",
         "data_text",
         "verbatim",
+        "_dicts",
     )
 
-    data: list[str]
-    sequence_numbers: list[str]
-    partition_keys: list[str]
-    arrival_times: list[int | float]
-    data_text: str
-    verbatim: bool
+    def __init__(
+        self,
+        data: list[str],
+        sequence_numbers: list[str],
+        partition_keys: list[str],
+        arrival_times: list[int | float],
+        verbatim: bool,
+        dicts: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.data = data
+        self.sequence_numbers = sequence_numbers
+        self.partition_keys = partition_keys
+        self.arrival_times = arrival_times
+        self.data_text = "".join(data)
+        self.verbatim = verbatim
+        self._dicts = dicts
+
+    def _records(self) -> list[dict[str, Any]]:
+        if self._dicts is None:
+            self._dicts = [
+                {
+                    "SequenceNumber": sequence_number,
+                    "ApproximateArrivalTimestamp": arrival,
+                    "Data": data,
+                    "PartitionKey": key,
+                }
+                for sequence_number, arrival, data, key in zip(
+                    self.sequence_numbers,
+                    self.arrival_times,
+                    self.data,
+                    self.partition_keys,
+                    strict=True,
+                )
+            ]
+        return self._dicts
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        return self._records()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._records())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FastRecords | list | tuple):
+            return self._records() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"FastRecords({len(self)} records)"
 
 
 def record_columns(records: list[Any], body: bytes) -> FastRecords | None:
-    """``records`` as :class:`FastRecords` when every record has all four fields with
-    exactly the expected types; None otherwise (the caller then checks record by record)."""
+    """``records`` (dicts) as :class:`FastRecords` when every record has all four fields
+    with exactly the expected types; None otherwise (the caller then checks record by
+    record)."""
     try:
         data = [record["Data"] for record in records]
         sequence_numbers = [record["SequenceNumber"] for record in records]
         partition_keys = [record["PartitionKey"] for record in records]
         arrival_times = [record["ApproximateArrivalTimestamp"] for record in records]
         # join raises TypeError unless every item is a str.
-        data_text = "".join(data)
-        sequence_text = "".join(sequence_numbers)
-        key_text = "".join(partition_keys)
+        texts = ("".join(data), "".join(sequence_numbers), "".join(partition_keys))
     except (KeyError, TypeError):
         return None
     if not {*map(type, arrival_times)} <= _NUMBER_TYPES:
         return None
-    columns = FastRecords(records)
-    columns.data = data
-    columns.sequence_numbers = sequence_numbers
-    columns.partition_keys = partition_keys
-    columns.arrival_times = arrival_times
-    columns.data_text = data_text
-    columns.verbatim = b"\\" not in body or not any(
-        map(_NEEDS_ESCAPING.search, (data_text, sequence_text, key_text))
-    )
-    return columns
+    verbatim = b"\\" not in body or not any(map(_NEEDS_ESCAPING.search, texts))
+    return FastRecords(data, sequence_numbers, partition_keys, arrival_times, verbatim, records)
+
+
+class _Record(msgspec.Struct, gc=False):
+    SequenceNumber: str
+    ApproximateArrivalTimestamp: int | float
+    Data: str
+    PartitionKey: str
+
+
+class _Body(msgspec.Struct):
+    Records: list[_Record]
+    NextShardIterator: str | None = None
+    MillisBehindLatest: int | None = None
+    ChildShards: list[Any] | None = None
+
+
+_BODY_DECODER = msgspec.json.Decoder(_Body)
+
+
+def decode_get_records(body: bytes) -> dict[str, Any] | None:
+    """A GetRecords body whose records all have the four fields, decoded straight into
+    columns (no dict per record); None for any other body (then orjson decodes it).
+
+    msgspec checks every type while it decodes, into structs it builds in C:
+    about 0.35 us a record here against 0.95 us for orjson's dicts, which was
+    a third of the daemon's CPU per plain record. Bodies with a backslash
+    (an escape somewhere) are left to the orjson path, which checks them
+    string by string.
+    """
+    if b"\\" in body:
+        return None
+    try:
+        decoded = _BODY_DECODER.decode(body)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    records = decoded.Records
+    parsed: dict[str, Any] = {
+        "Records": FastRecords(
+            [record.Data for record in records],
+            [record.SequenceNumber for record in records],
+            [record.PartitionKey for record in records],
+            [record.ApproximateArrivalTimestamp for record in records],
+            verbatim=True,
+        ),
+        "NextShardIterator": decoded.NextShardIterator,
+    }
+    if decoded.MillisBehindLatest is not None:
+        parsed["MillisBehindLatest"] = decoded.MillisBehindLatest
+    if decoded.ChildShards is not None:
+        parsed["ChildShards"] = decoded.ChildShards
+    return parsed
 
 
 def base64_decoded_size(text: str) -> int:

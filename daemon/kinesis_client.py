@@ -30,9 +30,10 @@ accept ``Data`` as ``str`` or ``bytes`` and the timestamp as a number or a
 datetime (``daemon.conversion`` does).
 
 When every record has all four fields, ``Records`` comes back as a
-``daemon.fast_records.FastRecords``: still the list of record dicts, plus the
-fields as columns, which the type check takes out anyway and from which
-``daemon.conversion`` builds the child's message without a dict per record.
+``daemon.fast_records.FastRecords``: the fields as columns (msgspec decodes
+such a body straight into them when it has no escapes), from which
+``daemon.conversion`` builds the child's message without a dict per record;
+it still reads as the sequence of record dicts.
 
 Failed calls
 ------------
@@ -57,7 +58,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from daemon.errors import ConfigError, DependencyError, KclDaemonError, StreamNotFoundError
-from daemon.fast_records import record_columns
+from daemon.fast_records import decode_get_records, record_columns
 
 #: Enough for 100+ shards' fetchers plus lease and metrics calls. The daemon's
 #: thread pool bounds the calls in flight; an idle slot in the pool costs nothing.
@@ -211,6 +212,11 @@ def _parse_get_records(
         return
     body = response_dict.get("body")
     if not isinstance(body, bytes | bytearray) or not body:
+        return
+    fast = decode_get_records(bytes(body))
+    if fast is not None:
+        customized_response_dict.update(fast)
+        response_dict["body"] = b"{}"
         return
     try:
         parsed = orjson.loads(body)

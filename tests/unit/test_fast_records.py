@@ -17,7 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.conversion import arrival_millis, convert_records
-from daemon.fast_records import FastRecords, aggregate_columns, millis_text, record_columns
+from daemon.fast_records import (
+    FastRecords,
+    aggregate_columns,
+    decode_get_records,
+    millis_text,
+    record_columns,
+)
 from daemon.kinesis_client import _parse_get_records
 from daemon.sequence import ExtendedSequenceNumber
 from protocol.aggregation import MAGIC, UserRecord, deaggregate, encode_aggregate
@@ -317,3 +323,46 @@ def test_the_cached_partition_key_hash_is_the_effective_hash_key(key: str) -> No
 
     assert partition_key_hash(key) == effective_hash_key(key, None)
     assert partition_key_hash(key) == partition_key_hash(key)
+
+
+# -- msgspec's decode of a whole body ------------------------------------------------------
+
+
+def test_msgspec_decodes_a_body_into_the_columns_orjson_gives() -> None:
+    raw = [kinesis_record(n, bytes([n]) * n, f"key-{n}é", 1714564800 + n / 8) for n in range(20)]
+    children = [{"ShardId": "shardId-000000000001", "ParentShards": ["shardId-000000000000"]}]
+    body = body_of(raw, MillisBehindLatest=12, ChildShards=children)
+    decoded = decode_get_records(body)
+    assert decoded is not None
+    fast = decoded["Records"]
+    slow = record_columns(orjson.loads(body)["Records"], body)
+    assert type(fast) is FastRecords and slow is not None
+    for column in ("data", "sequence_numbers", "partition_keys", "arrival_times", "data_text"):
+        assert getattr(fast, column) == getattr(slow, column), column
+    assert fast.verbatim and slow.verbatim
+    assert list(fast) == raw and fast[3] == raw[3] and len(fast) == 20
+    assert decoded["NextShardIterator"] == "it/1+"
+    assert decoded["MillisBehindLatest"] == 12
+    assert decoded["ChildShards"] == children
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        body_of([kinesis_record(1, b"x", 'quote"d')]),  # an escape: the orjson path checks it
+        body_of([{"SequenceNumber": "1", "Data": "eA==", "ApproximateArrivalTimestamp": 1.0}]),
+        body_of([{**kinesis_record(1, b"x"), "ApproximateArrivalTimestamp": True}]),
+        body_of([{**kinesis_record(1, b"x"), "Data": 5}]),
+        body_of([kinesis_record(1, b"x")], MillisBehindLatest=1.5),
+        body_of([kinesis_record(1, b"x")], NextShardIterator=7),
+        b'{"Records": [',
+    ],
+)
+def test_msgspec_leaves_every_other_body_to_the_orjson_path(body: bytes) -> None:
+    assert decode_get_records(body) is None
+
+
+def test_a_body_without_next_iterator_reads_as_a_null_one() -> None:
+    decoded = decode_get_records(orjson.dumps({"Records": [kinesis_record(1, b"x")]}))
+    assert decoded is not None and decoded["NextShardIterator"] is None
+    assert "MillisBehindLatest" not in decoded

@@ -173,6 +173,8 @@ class _Body(msgspec.Struct):
 
 
 _BODY_DECODER = msgspec.json.Decoder(_Body)
+#: Bodies averaging more per record go the orjson way (see decode_get_records).
+MSGSPEC_MAX_BYTES_PER_RECORD = 4096
 
 
 def decode_get_records(body: bytes) -> dict[str, Any] | None:
@@ -186,6 +188,13 @@ def decode_get_records(body: bytes) -> dict[str, Any] | None:
     string by string.
     """
     if b"\\" in body:
+        return None
+    # msgspec's gain is one dict per record; on responses of a few large
+    # records (KPL aggregates) it has none, and the whole daemon measured
+    # more CPU with it (3.6 to 4.4 against 3.2 us per user record, cause not
+    # found), so those keep the orjson route.
+    records_in_body = body.count(b'"SequenceNumber"')
+    if not records_in_body or len(body) > records_in_body * MSGSPEC_MAX_BYTES_PER_RECORD:
         return None
     try:
         decoded = _BODY_DECODER.decode(body)

@@ -366,3 +366,11 @@ def test_a_body_without_next_iterator_reads_as_a_null_one() -> None:
     decoded = decode_get_records(orjson.dumps({"Records": [kinesis_record(1, b"x")]}))
     assert decoded is not None and decoded["NextShardIterator"] is None
     assert "MillisBehindLatest" not in decoded
+
+
+def test_bodies_of_a_few_large_records_keep_the_orjson_route() -> None:
+    from daemon.fast_records import MSGSPEC_MAX_BYTES_PER_RECORD
+
+    large = body_of([kinesis_record(n, b"x" * MSGSPEC_MAX_BYTES_PER_RECORD) for n in range(3)])
+    assert decode_get_records(large) is None
+    assert type(hook(large)["Records"]) is FastRecords  # still the fast path, via orjson
